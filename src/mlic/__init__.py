@@ -1,0 +1,18 @@
+"""mlic: multi-label image classification from plain-Python configs, on Lightning + timm."""
+
+from mlic.config import Config, Data, Model, Stage, env_path, load_config
+from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
+
+__all__ = [
+    "Config",
+    "Data",
+    "Model",
+    "Stage",
+    "env_path",
+    "load_config",
+    "MlicError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,385 @@
+"""Config dataclasses and `load_config`: import a plain Python file, validate it, explain mistakes."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import os
+import re
+import sys
+import traceback
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import torch
+
+from mlic.errors import ConfigError
+
+METRICS = ("valid/loss", "valid/map", "valid/auc", "valid/f1_micro", "valid/f1_macro")
+
+
+def env_path(name: str = "ROOT_PATH") -> str:
+    """Read a path from the environment, or stop with a sentence that says how to set it."""
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(
+            f"{name} is not set: run as `{name}=/path/to/data python train.py CONFIG` "
+            f"(the folder that holds the label CSVs and the images)"
+        )
+    return value
+
+
+@dataclass
+class Data:
+    """Where the labels and images are and how batches are made."""
+
+    root: str | Path
+    images: str = "Images"
+    train: str = "train_df.csv"
+    valid: str = "valid_df.csv"
+    test: str | None = "test_df.csv"
+    id_column: str = "Id"
+    label_column: str | None = None
+    label_separator: str = "|"
+    image_pattern: str = "{id}.jpg"
+    ignore_columns: list[str] = field(default_factory=list)
+    classes: list[str] | None = None
+    img_size: tuple[int, int] | None = None
+    batch_size: int = 32
+    num_workers: int = 4
+    num_iteration_on_epoch: int | None = None
+    augmentations: Callable | None = None
+
+
+@dataclass
+class Model:
+    """Which timm model, and which weights it starts from."""
+
+    name: str = "resnet18"
+    pretrained: bool | str = True
+    checkpoint: str | None = None
+    freeze_bn: bool = True
+    drop_rate: float = 0.0
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """One fine-tuning stage: its epochs, what is frozen and its learning rates."""
+
+    name: str
+    epochs: int
+    freeze_backbone: bool = False
+    lr: float | None = None
+    backbone_lr_scale: float = 1.0
+
+
+def _default_optimizer() -> Callable:
+    return partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-2)
+
+
+def _default_scheduler() -> Callable:
+    return partial(torch.optim.lr_scheduler.OneCycleLR, pct_start=0.25)
+
+
+def _default_loss() -> Callable:
+    return torch.nn.BCEWithLogitsLoss()
+
+
+@dataclass
+class Config:
+    """One experiment: data, model, loss, optimisation and the stages to run."""
+
+    experiment_name: str
+    data: Data
+    model: Model = field(default_factory=Model)
+    loss: Callable = field(default_factory=_default_loss)
+    optimizer: Callable = field(default_factory=_default_optimizer)
+    scheduler: Callable | None = field(default_factory=_default_scheduler)
+    stages: list[Stage] | None = None
+    epochs: int = 10
+    callbacks: list = field(default_factory=list)
+    monitor: str = "valid/map"
+    monitor_mode: Literal["min", "max"] | None = None
+    threshold: float = 0.5
+    seed: int = 42
+    save_top_k: int = 3
+    trainer: dict = field(default_factory=dict)
+    output_dir: str = "experiments"
+
+    def resolved_stages(self) -> list[Stage]:
+        """The stages to run; a config without `stages` is one full stage of `epochs`."""
+        return list(self.stages) if self.stages else [Stage("full", epochs=self.epochs)]
+
+    def resolved_monitor_mode(self) -> str:
+        """'min' for a loss, 'max' for everything else, unless `monitor_mode` says otherwise."""
+        if self.monitor_mode:
+            return self.monitor_mode
+        return "min" if self.monitor.endswith("loss") else "max"
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.output_dir) / self.experiment_name
+
+
+# --------------------------------------------------------------------------------------------- types
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "None"
+    if tp is Callable or origin is Callable or getattr(tp, "__name__", "") == "Callable":
+        return "a callable"
+    if origin in (list, tuple, dict):
+        return f"a {origin.__name__}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if tp is type(None):
+        return value is None
+    if tp is Callable or origin is typing.get_origin(Callable):
+        return callable(value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is Path:
+        return isinstance(value, (str, os.PathLike))
+    if origin is list:
+        return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return True
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _check_fields(obj: Any, prefix: str, where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if not _matches(value, tp):
+            raise ConfigError(
+                f"{where}: field '{name}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+            )
+        if is_dataclass(value) and not isinstance(value, type):
+            _check_fields(value, f"{name}.", where)
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if is_dataclass(item) and not isinstance(item, type):
+                    _check_fields(item, f"{name}[{i}].", where)
+
+
+def validate(config: Config, where: str = "config") -> Config:
+    """Check types and values of every field; raise ConfigError naming the first wrong one."""
+    if not isinstance(config, Config):
+        raise ConfigError(f"{where}: `config` must be a mlic.Config, got {type(config).__name__}")
+    _check_fields(config, "", where)
+    d = config.data
+    if not re.fullmatch(r"[\w.\-]+", config.experiment_name):
+        raise ConfigError(
+            f"{where}: field 'experiment_name' must be a plain folder name (letters, digits, '_', '-', '.'), "
+            f"got {config.experiment_name!r}"
+        )
+    if d.img_size is not None and any(s <= 0 for s in d.img_size):
+        raise ConfigError(f"{where}: field 'data.img_size' must be two positive ints (height, width)")
+    for name in ("batch_size",):
+        if getattr(d, name) <= 0:
+            raise ConfigError(f"{where}: field 'data.{name}' must be positive, got {getattr(d, name)}")
+    if d.num_workers < 0:
+        raise ConfigError(f"{where}: field 'data.num_workers' must be 0 or more, got {d.num_workers}")
+    if d.num_iteration_on_epoch is not None and d.num_iteration_on_epoch <= 0:
+        raise ConfigError(
+            f"{where}: field 'data.num_iteration_on_epoch' must be positive or None, "
+            f"got {d.num_iteration_on_epoch}"
+        )
+    if "{id}" not in d.image_pattern:
+        raise ConfigError(
+            f"{where}: field 'data.image_pattern' must contain '{{id}}', got {d.image_pattern!r}"
+        )
+    if not 0.0 < config.threshold < 1.0:
+        raise ConfigError(f"{where}: field 'threshold' must be between 0 and 1, got {config.threshold}")
+    if config.monitor not in METRICS:
+        raise ConfigError(
+            f"{where}: field 'monitor' must be one of {', '.join(METRICS)}, got {config.monitor!r}"
+        )
+    if config.epochs <= 0:
+        raise ConfigError(f"{where}: field 'epochs' must be positive, got {config.epochs}")
+    if config.stages is not None and len(config.stages) == 0:
+        raise ConfigError(f"{where}: field 'stages' is empty; leave it out for one full stage")
+    seen: set[str] = set()
+    for i, stage in enumerate(config.resolved_stages()):
+        if stage.epochs <= 0:
+            raise ConfigError(f"{where}: field 'stages[{i}].epochs' must be positive, got {stage.epochs}")
+        if stage.name in seen:
+            raise ConfigError(f"{where}: two stages are named {stage.name!r}; stage names must be unique")
+        if stage.lr is not None and stage.lr <= 0:
+            raise ConfigError(f"{where}: field 'stages[{i}].lr' must be positive, got {stage.lr}")
+        if stage.backbone_lr_scale < 0:
+            raise ConfigError(
+                f"{where}: field 'stages[{i}].backbone_lr_scale' must be 0 or more, got {stage.backbone_lr_scale}"
+            )
+        seen.add(stage.name)
+    if config.save_top_k < 1:
+        raise ConfigError(f"{where}: field 'save_top_k' must be at least 1, got {config.save_top_k}")
+    return config
+
+
+# ------------------------------------------------------------------------------------------ overrides
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_override(config: Config, assignment: str) -> None:
+    """Apply one `--set key.sub=value` (value parsed as a Python literal, else kept as a string)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. --set data.batch_size=32")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    target: Any = config
+    for depth, part in enumerate(parts):
+        names = [f.name for f in fields(target)] if is_dataclass(target) else []
+        if part not in names:
+            where = ".".join(parts[:depth]) or "config"
+            hint = difflib.get_close_matches(part, names, n=1)
+            hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"--set {key}: {where} has no field '{part}'{hint_text}; its fields are: {', '.join(names)}"
+            )
+        if depth == len(parts) - 1:
+            setattr(target, part, _parse_value(text))
+        else:
+            target = getattr(target, part)
+
+
+# --------------------------------------------------------------------------------------------- load
+
+
+def _config_line(exc: BaseException, path: Path) -> str:
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
+    return f"{path}:{lines[-1]}" if lines else str(path)
+
+
+_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def _explain_type_error(exc: TypeError) -> str:
+    match = _UNEXPECTED.search(str(exc))
+    if not match:
+        return f"TypeError: {exc}"
+    cls_name, arg = match.groups()
+    cls = {"Config": Config, "Data": Data, "Model": Model, "Stage": Stage}.get(cls_name)
+    if cls is None:
+        return f"TypeError: {exc}"
+    names = [f.name for f in fields(cls)]
+    hint = difflib.get_close_matches(arg, names, n=1)
+    hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return f"{cls_name}() has no field '{arg}'{hint_text}; its fields are: {', '.join(names)}"
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    source = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    stem = re.sub(r"\W", "_", path.stem)
+    name = f"mlic_config_{stem}_{digest}"
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    extra = [str(Path.cwd()), str(path.resolve().parent)]
+    added = [p for p in extra if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        exec(compile(tree, str(path), "exec"), module.__dict__)
+    except ConfigError as e:
+        raise ConfigError(f"{_config_line(e, path)}: {e}") from None
+    except TypeError as e:
+        raise ConfigError(f"{_config_line(e, path)}: {_explain_type_error(e)}") from None
+    except Exception as e:  # noqa: BLE001 - any error in user code is reported with its line
+        raise ConfigError(f"{_config_line(e, path)}: {type(e).__name__}: {e}") from None
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+    return module
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Import the config file at `path`, apply `--set` overrides and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    module = _import_file(path)
+    if not hasattr(module, "config"):
+        raise ConfigError(f"{path} does not define `config`; end it with `config = Config(...)`")
+    config = module.config
+    if not isinstance(config, Config):
+        raise ConfigError(f"{path}: `config` must be a mlic.Config, got {type(config).__name__}")
+    for assignment in overrides:
+        apply_override(config, assignment)
+    validate(config, str(path))
+    config.source_path = path  # type: ignore[attr-defined]
+    config.overrides = list(overrides)  # type: ignore[attr-defined]
+    return config
+
+
+def config_copy_text(config: Config) -> str:
+    """The text saved as `config.py` beside a run: the file that ran plus its `--set` overrides."""
+    path: Path | None = getattr(config, "source_path", None)
+    text = path.read_text(encoding="utf-8") if path else "# config built in Python, not from a file\n"
+    overrides = getattr(config, "overrides", [])
+    if overrides:
+        text += "\n# --set overrides given on the command line:\n"
+        for assignment in overrides:
+            key, value = assignment.split("=", 1)
+            text += f"config.{key.strip()} = {_parse_value(value)!r}\n"
+    return text
+
+
+__all__ = [
+    "Config",
+    "Data",
+    "Model",
+    "Stage",
+    "env_path",
+    "load_config",
+    "validate",
+    "apply_override",
+    "config_copy_text",
+]

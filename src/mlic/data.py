@@ -1,0 +1,317 @@
+"""Label tables (one-hot CSV or 'Genre' strings), the image Dataset, transforms and the iteration sampler."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from mlic.config import Data
+from mlic.errors import DataError
+
+try:  # albumentations is a dependency, but `augmentations=` accepts any callable on an HxWx3 uint8 array
+    import albumentations as A
+
+    _ALBU_TYPES: tuple[type, ...] = (A.BasicTransform, A.BaseCompose)
+except ImportError:  # pragma: no cover
+    _ALBU_TYPES = ()
+
+
+@dataclass
+class LabelTable:
+    """One split: image ids, their image paths and a float32 0/1 target matrix (rows × classes)."""
+
+    source: Path
+    ids: np.ndarray
+    paths: np.ndarray
+    targets: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _read_csv(path: Path, id_column: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"label table {path} does not exist; check data.root and the split's file name")
+    try:
+        df = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"label table {path} is empty; it needs a header and one row per image") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"label table {path} is not a readable CSV: {e}") from None
+    if len(df) == 0:
+        raise DataError(f"label table {path} has a header but no rows; it needs one row per image")
+    if id_column not in df.columns:
+        raise DataError(
+            f"label table {path} has no '{id_column}' column (columns: {', '.join(map(str, df.columns))}); "
+            f"set data.id_column to the column that names the images"
+        )
+    ids = df[id_column].astype(str)
+    if (ids.str.strip() == "").any():
+        row = int(np.flatnonzero((ids.str.strip() == "").to_numpy())[0]) + 2
+        raise DataError(f"label table {path}, row {row}: empty '{id_column}'")
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise DataError(f"label table {path}: id {dup.iloc[0]!r} appears more than once")
+    return df
+
+
+def _onehot_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
+    skip = {cfg.id_column, *cfg.ignore_columns}
+    columns = [str(c) for c in df.columns if str(c) not in skip]
+    if not columns:
+        raise DataError(
+            f"label table {path} has no label columns: it needs one 0/1 column per class beside "
+            f"'{cfg.id_column}' (or set data.label_column for a column of '{cfg.label_separator}'-separated names)"
+        )
+    if classes is None:
+        classes = columns
+    else:
+        missing = [c for c in classes if c not in columns]
+        extra = [c for c in columns if c not in classes]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"lacks the class column(s) {', '.join(missing[:5])}")
+            if extra:
+                parts.append(f"has column(s) {', '.join(extra[:5])} that are not classes")
+            raise DataError(
+                f"label table {path} {' and '.join(parts)}; every split must have the same class columns "
+                f"(or list non-label columns in data.ignore_columns)"
+            )
+    values = df[classes]
+    for column in classes:
+        col = values[column]
+        numeric = pd.to_numeric(col, errors="coerce")
+        bad = ~numeric.isin([0, 1])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            hint = ""
+            if isinstance(col.iloc[row], str) and cfg.label_separator in col.iloc[row]:
+                hint = f"; for a column of genre names set data.label_column={column!r}"
+            raise DataError(
+                f"label table {path}, row {row + 2}, column {column!r}: labels must be 0 or 1, "
+                f"got {col.iloc[row]!r}{hint}"
+            )
+    targets = values.apply(pd.to_numeric).to_numpy(dtype=np.float32)
+    return targets, list(classes)
+
+
+def _split_names(series: pd.Series, sep: str) -> list[list[str]]:
+    return [[n.strip() for n in str(v).split(sep) if n.strip()] for v in series.tolist()]
+
+
+def _genre_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
+    column = cfg.label_column
+    if column not in df.columns:
+        raise DataError(
+            f"label table {path} has no '{column}' column (columns: {', '.join(map(str, df.columns))}); "
+            f"set data.label_column to the column of '{cfg.label_separator}'-separated names"
+        )
+    names = _split_names(df[column], cfg.label_separator)
+    if classes is None:
+        classes = sorted({n for row in names for n in row})
+        if not classes:
+            raise DataError(f"label table {path}: column '{column}' holds no label names")
+    index = {c: i for i, c in enumerate(classes)}
+    targets = np.zeros((len(names), len(classes)), dtype=np.float32)
+    for row, row_names in enumerate(names):
+        for n in row_names:
+            if n not in index:
+                raise DataError(
+                    f"label table {path}, row {row + 2}: unknown genre {n!r} (known: {', '.join(classes)}); "
+                    f"add it to data.classes or fix the row"
+                )
+            targets[row, index[n]] = 1.0
+    return targets, list(classes)
+
+
+def read_table(path: str | Path, cfg: Data, classes: list[str] | None = None) -> LabelTable:
+    """Read one split's labels; with `classes` given, check the split uses exactly those classes."""
+    path = Path(path)
+    df = _read_csv(path, cfg.id_column)
+    if cfg.label_column is not None:
+        targets, classes = _genre_targets(df, path, cfg, classes)
+    else:
+        targets, classes = _onehot_targets(df, path, cfg, classes)
+    ids = df[cfg.id_column].astype(str).to_numpy()
+    image_dir = Path(cfg.root) / cfg.images
+    paths = np.array([str(image_dir / cfg.image_pattern.format(id=i)) for i in ids])
+    return LabelTable(source=path, ids=ids, paths=paths, targets=targets, classes=classes)
+
+
+def check_images(table: LabelTable) -> None:
+    """Stop before training if image files listed in the table are missing."""
+    missing = [p for p in table.paths if not Path(p).is_file()]
+    if missing:
+        names = ", ".join(Path(p).name for p in missing[:3])
+        raise DataError(
+            f"{len(missing)} of {len(table)} images listed in {table.source} are missing under "
+            f"{Path(missing[0]).parent} (first: {names}); check data.root, data.images and data.image_pattern"
+        )
+
+
+def read_splits(cfg: Data) -> dict[str, LabelTable]:
+    """Read train/valid/(test) tables; the class list is fixed by `cfg.classes` or the train table."""
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DataError(f"data.root {root} is not a folder; set ROOT_PATH or data.root to the dataset folder")
+    tables = {"train": read_table(root / cfg.train, cfg, cfg.classes)}
+    classes = tables["train"].classes
+    tables["valid"] = read_table(root / cfg.valid, cfg, classes)
+    if cfg.test:
+        tables["test"] = read_table(root / cfg.test, cfg, classes)
+    for table in tables.values():
+        check_images(table)
+    return tables
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+_INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+}
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 RGB array (grey and RGBA images included)."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"image {path} cannot be decoded; replace or remove it from the label table")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class ImageTransform:
+    """Resize to `img_size`, apply the augmentations, normalise and return a CHW float tensor."""
+
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        augmentations: Callable | None = None,
+        interpolation: str = "bilinear",
+    ) -> None:
+        self.img_size = tuple(img_size)
+        self.mean = np.asarray(mean, dtype=np.float32) * 255.0
+        self.std = np.asarray(std, dtype=np.float32) * 255.0
+        self.augmentations = augmentations
+        self.interpolation = _INTERPOLATION.get(interpolation, cv2.INTER_LINEAR)
+
+    def reseed(self, seed: int) -> None:
+        """Reseed an albumentations pipeline, which keeps its own generator apart from numpy's."""
+        if hasattr(self.augmentations, "set_random_seed"):
+            self.augmentations.set_random_seed(seed)
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        h, w = self.img_size
+        if image.shape[:2] == (h, w):
+            return image
+        return cv2.resize(image, (w, h), interpolation=self.interpolation)
+
+    def _augment(self, image: np.ndarray) -> np.ndarray:
+        if self.augmentations is None:
+            return image
+        if isinstance(self.augmentations, _ALBU_TYPES):
+            return self.augmentations(image=image)["image"]
+        return np.asarray(self.augmentations(image))
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        image = self._resize(self._augment(self._resize(image)))
+        x = (image.astype(np.float32) - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+class ImageDataset(Dataset):
+    """Images and targets of one split; items are (CHW float tensor, float target vector)."""
+
+    def __init__(self, paths: np.ndarray, targets: np.ndarray, transform: ImageTransform) -> None:
+        self.paths = np.asarray(paths)
+        self.targets = torch.tensor(np.array(targets, dtype=np.float32))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(read_rgb(str(self.paths[index]))), self.targets[index]
+
+
+# ---------------------------------------------------------------------------------- sampling, workers
+
+
+class IterationSampler(Sampler[int]):
+    """Yields exactly `num_iterations * batch_size` indices per epoch, cycling through fresh shuffles.
+
+    The position in the current shuffle carries over to the next epoch, so every item is seen
+    equally often; the shuffles come from torch's global generator, so a fixed seed reproduces them.
+    """
+
+    def __init__(self, num_items: int, num_iterations: int, batch_size: int) -> None:
+        self.num_items = num_items
+        self.num_iterations = num_iterations
+        self.batch_size = batch_size
+        self._pending: list[int] = []
+
+    def __len__(self) -> int:
+        return self.num_iterations * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        generator = torch.Generator().manual_seed(seed)
+        out: list[int] = []
+        while len(out) < len(self):
+            if not self._pending:
+                self._pending = torch.randperm(self.num_items, generator=generator).tolist()
+            take = min(len(self) - len(out), len(self._pending))
+            out.extend(self._pending[:take])
+            self._pending = self._pending[take:]
+        return iter(out)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed each worker from torch's per-worker, per-epoch seed, and turn OpenCV's threads off."""
+    cv2.setNumThreads(0)
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, ImageDataset):
+        info.dataset.transform.reseed(seed)
+
+
+def make_loader(
+    table: LabelTable, transform: ImageTransform, cfg: Data, train: bool, seed: int = 0
+) -> DataLoader:
+    """The DataLoader of a split: shuffled (or exactly `num_iteration_on_epoch` batches) for training."""
+    dataset = ImageDataset(table.paths, table.targets, transform)
+    if train:
+        transform.reseed(seed)  # used as is when num_workers=0; workers reseed themselves
+    sampler = None
+    shuffle = train
+    if train and cfg.num_iteration_on_epoch:
+        sampler = IterationSampler(len(dataset), cfg.num_iteration_on_epoch, cfg.batch_size)
+        shuffle = False
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        worker_init_fn=worker_init_fn,
+        drop_last=bool(train and sampler is None and len(dataset) > cfg.batch_size),
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )

@@ -1,0 +1,185 @@
+"""The LightningModule: one training and evaluation step for every stage."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from mlic.config import Stage
+from mlic.metrics import multilabel_metrics
+from mlic.models import backbone_norm_modules, parameter_groups, set_backbone_trainable
+
+# Scheduler arguments a stage fills in from its own length when the config leaves them out.
+_LENGTH_ARGS = ("total_steps", "T_max")
+
+
+class ClassifierModule(L.LightningModule):
+    """Wraps a timm model with its loss; each stage sets freezing and builds a fresh optimizer."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Callable,
+        optimizer: Callable,
+        scheduler: Callable | None,
+        threshold: float = 0.5,
+        freeze_bn: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.threshold = threshold
+        self.freeze_bn = freeze_bn
+        self.stage: Stage | None = None
+        self._bn_frozen = False
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        self._train_loss = [0.0, 0]
+        self.epoch_summary: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------------- stage
+
+    def set_stage(self, stage: Stage) -> None:
+        """Freeze or unfreeze the backbone for `stage`; the next `fit` builds its optimizer afresh."""
+        self.stage = stage
+        set_backbone_trainable(self.model, not stage.freeze_backbone)
+        self._bn_frozen = stage.freeze_backbone and self.freeze_bn
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ClassifierModule:
+        super().train(mode)
+        # requires_grad=False alone keeps updating BatchNorm running statistics in train mode.
+        if mode and getattr(self, "_bn_frozen", False):
+            for m in backbone_norm_modules(self.model):
+                m.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.loss_fn(self.model(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self._train_loss[0] += float(loss.detach()) * len(x)
+        self._train_loss[1] += len(x)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss = [0.0, 0]
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
+        x, y = batch
+        logits = self.model(x).float()
+        loss = self.loss_fn(logits, y)
+        self._outputs.setdefault(split, []).append(
+            (torch.sigmoid(logits).detach().cpu(), y.detach().cpu(), loss.detach().cpu() * len(x))
+        )
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "valid")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return torch.sigmoid(self.model(x).float())
+
+    def _eval_epoch_end(self, split: str) -> None:
+        outputs = self._outputs.pop(split, [])
+        if not outputs:
+            return
+        probs = torch.cat([o[0] for o in outputs])
+        targets = torch.cat([o[1] for o in outputs])
+        loss_sum = torch.stack([o[2] for o in outputs]).sum()
+        if self.trainer.world_size > 1:
+            probs = self.all_gather(probs.to(self.device)).flatten(0, 1).cpu()
+            targets = self.all_gather(targets.to(self.device)).flatten(0, 1).cpu()
+            loss_sum = self.all_gather(loss_sum.to(self.device)).sum().cpu()
+        metrics = {"loss": float(loss_sum) / len(targets)}
+        metrics.update(multilabel_metrics(probs.numpy(), targets.numpy(), self.threshold))
+        values = {f"{split}/{k}": v for k, v in metrics.items()}
+        self.log_dict(values, prog_bar=split == "valid")
+        self.epoch_summary.update(values)
+        if self._train_loss[1]:
+            self.epoch_summary["train/loss"] = self._train_loss[0] / self._train_loss[1]
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("valid")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -------------------------------------------------------------------------------------- optimizer
+
+    def configure_optimizers(self) -> Any:
+        stage = self.stage or Stage("full", epochs=1)
+        groups = parameter_groups(self.model, lr=1.0, backbone_lr=1.0, weight_decay=0.0)
+        lr_scale = {g["name"]: (1.0 if g["name"].startswith("head") else stage.backbone_lr_scale) for g in groups}
+        decays = {g["name"]: g["weight_decay"] for g in groups}
+        for g in groups:
+            del g["lr"], g["weight_decay"]
+        optimizer = self.optimizer_factory(groups)
+        base_lr = stage.lr if stage.lr is not None else optimizer.defaults["lr"]
+        weight_decay = optimizer.defaults.get("weight_decay", 0.0)
+        for g in optimizer.param_groups:
+            g["lr"] = base_lr * lr_scale[g["name"]]
+            if "weight_decay" in g:
+                g["weight_decay"] = weight_decay if decays[g["name"]] else 0.0
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler, interval = self._build_scheduler(optimizer)
+        config = {"scheduler": scheduler, "interval": interval}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "valid/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def _build_scheduler(self, optimizer: torch.optim.Optimizer) -> tuple[Any, str]:
+        factory = self.scheduler_factory
+        func = factory.func if isinstance(factory, partial) else factory
+        given = set(factory.keywords) if isinstance(factory, partial) else set()
+        try:
+            params = inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            params = {}
+        extra: dict[str, Any] = {}
+        total = int(self.trainer.estimated_stepping_batches)
+        for name in _LENGTH_ARGS:
+            if name in params and name not in given:
+                extra[name] = max(total, 1)
+        if "max_lr" in params and "max_lr" not in given:
+            extra["max_lr"] = [g["lr"] for g in optimizer.param_groups]
+        # A scheduler whose length the stage filled in steps every batch; others step every epoch.
+        interval = "step" if any(k in extra for k in _LENGTH_ARGS) else "epoch"
+        return factory(optimizer, **extra), interval
+
+
+def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The learning rate of the head and of the backbone (absent when frozen), from group names."""
+    out: dict[str, float] = {}
+    for g in optimizer.param_groups:
+        part = str(g.get("name", "head")).split("/")[0]
+        out.setdefault(f"lr_{part}", float(g["lr"]))
+    return out
+
+
+def predict_probs(model: nn.Module, loader: Any, device: torch.device | str = "cpu") -> np.ndarray:
+    """Sigmoid probabilities of `model` over a loader of (images, targets) batches."""
+    model = model.to(device).eval()
+    out = []
+    with torch.no_grad():
+        for batch in loader:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            out.append(torch.sigmoid(model(x.to(device)).float()).cpu())
+    return torch.cat(out).numpy()

@@ -1,0 +1,104 @@
+"""`report.md` and its training-curve plot: what a person opens first in an experiment folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mlic import io  # noqa: E402
+from mlic.config import Config  # noqa: E402
+
+COLUMNS = ["loss", "map", "auc", "f1_micro", "f1_macro"]
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Loss and validation metrics per epoch across all stages, stage boundaries marked."""
+    df = pd.DataFrame(rows)
+    x = range(1, len(df) + 1)
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    for column, label in (("train/loss", "train loss"), ("valid/loss", "valid loss")):
+        if column in df:
+            ax_loss.plot(x, df[column], marker="o", label=label)
+    for column in ("valid/map", "valid/auc", "valid/f1_macro"):
+        if column in df:
+            ax_metric.plot(x, df[column], marker="o", label=column.split("/")[1])
+    stages = df["stage"].tolist() if "stage" in df else []
+    for ax in (ax_loss, ax_metric):
+        for i in range(1, len(stages)):
+            if stages[i] != stages[i - 1]:
+                ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("epoch (all stages)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_loss.set_title("loss")
+    ax_metric.set_title("validation metrics")
+    fig.tight_layout()
+    io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    """Metrics as a Markdown table, one row per split."""
+    lines = ["| split | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for split, values in results.items():
+        cells = " | ".join(f"{values.get(c, float('nan')):.4f}" for c in COLUMNS)
+        lines.append(f"| {split} | {cells} |")
+    return "\n".join(lines)
+
+
+def epochs_table(rows: list[dict[str, Any]]) -> str:
+    """metrics.csv as a Markdown table."""
+    if not rows:
+        return "(no epochs ran)"
+    columns = list(pd.DataFrame(rows).columns)
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for row in rows:
+        cells = [f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    exp_dir: Path,
+    config: Config,
+    classes: list[str],
+    rows: list[dict[str, Any]],
+    best_row: dict[str, Any] | None,
+    results: dict[str, dict[str, float]],
+    train_time: float,
+) -> None:
+    """Write `report.md` (and `curves.png`) into the experiment folder."""
+    if rows:
+        plot_curves(rows, exp_dir / "curves.png")
+    stages = ", ".join(
+        f"{s.name} ({s.epochs} epoch{'s' if s.epochs != 1 else ''}"
+        f"{', backbone frozen' if s.freeze_backbone else ''})"
+        for s in config.resolved_stages()
+    )
+    best = f"stage `{best_row['stage']}`, epoch {best_row['epoch']}" if best_row else "none"
+    text = f"""# {config.experiment_name}
+
+- model: `{config.model.name}`, {len(classes)} classes: {", ".join(classes)}
+- stages: {stages}
+- best model (`{config.monitor}`): {best}; training took {train_time:.0f} s
+- threshold for F1: {config.threshold}
+
+## Best model
+
+{markdown_table(results)}
+
+## Training curves
+
+![training curves](curves.png)
+
+## Epochs
+
+{epochs_table(rows)}
+"""
+    io.write_text(exp_dir / "report.md", text)

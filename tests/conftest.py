@@ -1,0 +1,80 @@
+"""Fixtures: tiny learnable datasets generated into tmp_path, and configs on tiny timm models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlic import Config, Data, Model, Stage
+
+CLASSES = ["Action", "Comedy", "Drama"]
+# Each class paints a coloured square in its own corner, so a tiny CNN can learn it in a few epochs.
+_CORNERS = [(0, 0), (0, 1), (1, 0)]
+_COLOURS = [(230, 40, 40), (40, 230, 40), (40, 40, 230)]
+
+
+def make_image(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    image = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    half = size // 2
+    for c, on in enumerate(labels):
+        if on:
+            r, q = _CORNERS[c]
+            image[r * half + 2 : (r + 1) * half - 2, q * half + 2 : (q + 1) * half - 2] = _COLOURS[c]
+    return image
+
+
+def make_dataset(root: Path, n_train: int = 48, n_valid: int = 24, n_test: int = 24, seed: int = 0) -> Path:
+    """Course layout: train_df/valid_df/test_df.csv with Id + one 0/1 column per class, Images/<Id>.jpg."""
+    rng = np.random.default_rng(seed)
+    (root / "Images").mkdir(parents=True, exist_ok=True)
+    start = 0
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        labels = (rng.random((n, len(CLASSES))) < 0.4).astype(int)
+        labels[labels.sum(1) == 0, rng.integers(0, len(CLASSES))] = 1
+        ids = [f"m{start + i:04d}" for i in range(n)]
+        start += n
+        for i, row in zip(ids, labels):
+            image = make_image(row, rng)
+            cv2.imwrite(str(root / "Images" / f"{i}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        df = pd.DataFrame(labels, columns=CLASSES)
+        df.insert(0, "Id", ids)
+        df.to_csv(root / f"{split}_df.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def _chdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder, so `experiments/` lands in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+FAST_TRAINER = dict(
+    accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1
+)
+
+
+def tiny_config(root: Path, name: str = "tiny", stages: list[Stage] | None = None, **overrides) -> Config:
+    data = Data(root=str(root), img_size=(32, 32), batch_size=8, num_workers=0)
+    config = Config(
+        experiment_name=name,
+        data=data,
+        model=Model(name="test_resnet", pretrained=False),
+        stages=stages or [Stage("head", epochs=1, freeze_backbone=True), Stage("full", epochs=2)],
+        trainer=dict(FAST_TRAINER),
+        seed=0,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config

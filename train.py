@@ -1,0 +1,41 @@
+"""Train the stages of a config: `ROOT_PATH=/data/posters python train.py configs/train_full.py`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="a Python file that defines `config = Config(...)`")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set data.batch_size=32 (repeatable)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from mlic.cli import run_cli, setup_logging
+
+    setup_logging()
+
+    def _run() -> int:
+        from mlic.config import load_config
+        from mlic.stages import run
+
+        run(load_config(args.config, args.overrides))
+        return 0
+
+    return run_cli(_run, args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
