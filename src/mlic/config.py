@@ -6,6 +6,7 @@ import ast
 import difflib
 import hashlib
 import os
+import pprint
 import re
 import sys
 import traceback
@@ -157,7 +158,7 @@ def _matches(value: Any, tp: Any) -> bool:
         return value in args
     if tp is type(None):
         return value is None
-    if tp is Callable or origin is typing.get_origin(Callable):
+    if tp is Callable or origin is Callable:
         return callable(value)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -263,14 +264,36 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _step_into_list(items: list, part: str, key: str) -> int:
+    """Index of `part` in a list field: a position (`stages.0`) or a stage name (`stages.full`)."""
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    names = [getattr(item, "name", None) for item in items]
+    if part in names:
+        return names.index(part)
+    raise ConfigError(f"--set {key}: no item {part!r} in the list (items: {', '.join(map(str, names))})")
+
+
 def apply_override(config: Config, assignment: str) -> None:
-    """Apply one `--set key.sub=value` (value parsed as a Python literal, else kept as a string)."""
+    """Apply one `--set key.sub=value` (value parsed as a Python literal, else kept as a string).
+
+    List items are reached by position or by name: `stages.0.epochs=3`, `stages[0].epochs=3` or
+    `stages.full.epochs=3`.
+    """
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. --set data.batch_size=32")
     key, text = assignment.split("=", 1)
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = re.sub(r"\[(\w+)\]", r".\1", key).split(".")
     target: Any = config
     for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(target, list):
+            index = _step_into_list(target, part, key)
+            if last:
+                target[index] = _parse_value(text)
+            target = target[index]
+            continue
         names = [f.name for f in fields(target)] if is_dataclass(target) else []
         if part not in names:
             where = ".".join(parts[:depth]) or "config"
@@ -279,10 +302,12 @@ def apply_override(config: Config, assignment: str) -> None:
             raise ConfigError(
                 f"--set {key}: {where} has no field '{part}'{hint_text}; its fields are: {', '.join(names)}"
             )
-        if depth == len(parts) - 1:
+        if last:
             setattr(target, part, _parse_value(text))
         else:
             target = getattr(target, part)
+            if target is None:
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: depth + 1])} is None in this config")
 
 
 # --------------------------------------------------------------------------------------------- load
@@ -362,13 +387,15 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 def config_copy_text(config: Config) -> str:
     """The text saved as `config.py` beside a run: the file that ran plus its `--set` overrides."""
     path: Path | None = getattr(config, "source_path", None)
-    text = path.read_text(encoding="utf-8") if path else "# config built in Python, not from a file\n"
+    if path is None:
+        lines = pprint.pformat(config, width=100).splitlines()
+        return "# config built in Python, not from a file:\n" + "".join(f"# {line}\n" for line in lines)
+    text = path.read_text(encoding="utf-8")
     overrides = getattr(config, "overrides", [])
     if overrides:
-        text += "\n# --set overrides given on the command line:\n"
+        text += "\n# --set overrides given on the command line:\nfrom mlic.config import apply_override\n\n"
         for assignment in overrides:
-            key, value = assignment.split("=", 1)
-            text += f"config.{key.strip()} = {_parse_value(value)!r}\n"
+            text += f"apply_override(config, {assignment!r})\n"
     return text
 
 

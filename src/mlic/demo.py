@@ -117,8 +117,8 @@ def plan_split(n: int, pool: np.ndarray, digit_labels: np.ndarray, rng: np.rando
 
 
 # ----------------------------------------------------------------------------------------------- drawing
-def random_background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Return a float32 RGB (H, W, 3) image in [0, 255]: gradient, noise and a few title bars."""
+def random_background(size: tuple[int, int], rng: np.random.Generator, max_bars: int = 3) -> np.ndarray:
+    """Return a float32 RGB (H, W, 3) image in [0, 255]: gradient, noise and up to ``max_bars`` title bars."""
     h, w = size
     c1, c2 = rng.uniform(0, 255, size=(2, 3))
     angle = rng.uniform(0, 2 * np.pi)
@@ -126,7 +126,7 @@ def random_background(size: tuple[int, int], rng: np.random.Generator) -> np.nda
     t = xx * np.cos(angle) / w + yy * np.sin(angle) / h
     t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
     img = (c1 * (1 - t[..., None]) + c2 * t[..., None]).astype(np.float32)
-    for _ in range(rng.integers(0, 4)):
+    for _ in range(rng.integers(0, max_bars + 1)):
         _draw_bar(img, rng)
     img += rng.normal(0, rng.uniform(2, 12), size=img.shape).astype(np.float32)
     return np.clip(img, 0, 255)
@@ -230,15 +230,15 @@ def render_poster(
 
 def write_jpeg(path: Path, rgb: np.ndarray) -> None:
     """Write a uint8 RGB image as JPEG (quality ``JPEG_QUALITY``)."""
-    ok = cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    ok = cv2.imwrite(
+        str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
     if not ok:
         raise OSError(f"could not write {path}")
 
 
 # ------------------------------------------------------------------------------------------- pretraining
-def render_digit_set(
-    images: np.ndarray, size: tuple[int, int], rng: np.random.Generator
-) -> np.ndarray:
+def render_digit_set(images: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Render grey digit images (N, h, w) each onto its own random background: float32 (N, 3, H, W) in [0, 1]."""
     crops = [crop_digit(im) for im in images]
     out = np.empty((len(images), 3, *size), dtype=np.float32)
@@ -290,7 +290,9 @@ def pretrain_backbone(
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 99])
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else threads)
+    torch.set_num_threads(
+        max(1, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else threads
+    )
     try:
         model = timm.create_model(model_name, pretrained=False, num_classes=10)
         cfg = timm.data.resolve_data_config({}, model=model)
@@ -363,7 +365,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _params(seed: int, n_train: int, n_valid: int, n_test: int, model_name: str, pretrain_epochs: int) -> dict:
+def _params(
+    seed: int, n_train: int, n_valid: int, n_test: int, model_name: str, pretrain_epochs: int
+) -> dict:
     """The parameters that determine the built data (stored in the marker)."""
     return {
         "version": FORMAT_VERSION,
@@ -398,7 +402,9 @@ def _is_complete(out: Path, params: dict) -> bool:
     return True
 
 
-def _write_split_images(plan: SplitPlan, ids: list[str], crops: list[np.ndarray], image_dir: Path, rng) -> None:
+def _write_split_images(
+    plan: SplitPlan, ids: list[str], crops: list[np.ndarray], image_dir: Path, rng
+) -> None:
     """Render and save the posters of one split."""
     for poster_id, src in zip(ids, plan.sources):
         digits = [crops[i] for i in rng.permutation(src)]
@@ -486,7 +492,9 @@ def build_demo(
     (out / MARKER).unlink(missing_ok=True)
     frames = _make_posters(out, params)
     weights = out / f"pretrained_{model_name}.pth"
-    same_weights = old is not None and all(old.get(k) == params[k] for k in ("seed", "model_name", "pretrain_epochs"))
+    same_weights = old is not None and all(
+        old.get(k) == params[k] for k in ("seed", "model_name", "pretrain_epochs")
+    )
     if force or not same_weights or not weights.is_file():
         pretrain_backbone(model_name, weights, POSTER_SIZE, epochs=pretrain_epochs, seed=seed)
     _atomic_write_text(out / "README.txt", _readme(params))

@@ -56,7 +56,9 @@ def _read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], di
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise CheckpointError(f"{what} {path} cannot be read as torch weights ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"{what} {path} cannot be read as torch weights ({type(e).__name__}: {e})"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -77,7 +79,9 @@ def _head_keys(model: nn.Module) -> set[str]:
     return head | buffers
 
 
-def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str, keep_head: bool) -> None:
+def _load_into(
+    model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str, keep_head: bool
+) -> None:
     own = model.state_dict()
     head = _head_keys(model)
     bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k not in head]
@@ -171,7 +175,9 @@ def head_parameter_names(model: nn.Module, img_size: tuple[int, int] = (64, 64))
         model.train(was_training)
     head = {n for (n, _), g in zip(named, grads) if g is None}
     if not head:
-        raise ConfigError(f"could not find the head of {type(model).__name__}: forward_features uses everything")
+        raise ConfigError(
+            f"could not find the head of {type(model).__name__}: forward_features uses everything"
+        )
     model._mlic_head_names = head  # type: ignore[attr-defined]
     return head
 

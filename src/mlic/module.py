@@ -126,7 +126,9 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         stage = self.stage or Stage("full", epochs=1)
         groups = parameter_groups(self.model, lr=1.0, backbone_lr=1.0, weight_decay=0.0)
-        lr_scale = {g["name"]: (1.0 if g["name"].startswith("head") else stage.backbone_lr_scale) for g in groups}
+        lr_scale = {
+            g["name"]: (1.0 if g["name"].startswith("head") else stage.backbone_lr_scale) for g in groups
+        }
         decays = {g["name"]: g["weight_decay"] for g in groups}
         for g in groups:
             del g["lr"], g["weight_decay"]

@@ -191,7 +191,9 @@ def _make_trainer(config: Config, stage: Stage, exp_dir: Path, recorder: Experim
 
 def _eval_trainer(config: Config) -> L.Trainer:
     kwargs = trainer_kwargs(config)
-    kwargs.update(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    kwargs.update(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     return L.Trainer(**kwargs)
 
 
@@ -209,7 +211,9 @@ def evaluate(
             trainer.test(module, loaders[split], verbose=False)
         else:
             trainer.validate(module, loaders[split], verbose=False)
-        results[split] = {k.split("/", 1)[1]: v for k, v in module.epoch_summary.items() if k.startswith(split)}
+        results[split] = {
+            k.split("/", 1)[1]: v for k, v in module.epoch_summary.items() if k.startswith(split)
+        }
     module.epoch_summary.clear()
     return results
 
@@ -267,8 +271,12 @@ def run(config: Config) -> Path:
     log.info("device: %s, precision %s", _device_name(kwargs), kwargs["precision"])
     started = time.time()
     for stage in config.resolved_stages():
-        log.info("stage %s: %d epoch(s), backbone %s", stage.name, stage.epochs,
-                 "frozen" if stage.freeze_backbone else "trainable")
+        log.info(
+            "stage %s: %d epoch(s), backbone %s",
+            stage.name,
+            stage.epochs,
+            "frozen" if stage.freeze_backbone else "trainable",
+        )
         module.set_stage(stage)
         recorder.stage = stage
         trainer = _make_trainer(config, stage, exp_dir, recorder)
@@ -283,8 +291,10 @@ def run(config: Config) -> Path:
     module.model.load_state_dict(best["state_dict"])
     results = evaluate(module, config, loaders, ["valid", "test"])
     write_report(exp_dir, config, classes, recorder.rows, recorder.best_row, results, train_time)
-    print(f"\n{config.experiment_name}: best model ({config.monitor}) from stage "
-          f"{best['metrics'].get('stage')}, epoch {best['metrics'].get('epoch')}")
+    print(
+        f"\n{config.experiment_name}: best model ({config.monitor}) from stage "
+        f"{best['metrics'].get('stage')}, epoch {best['metrics'].get('epoch')}"
+    )
     print(format_table(results))
     print(f"\nexperiment folder: {exp_dir}")
     return exp_dir

@@ -1,0 +1,279 @@
+"""Config mistakes stop with one sentence naming the file, line or field; `--set` overrides edit the config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlic import ConfigError, load_config
+from mlic.config import config_copy_text
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "configs"
+
+
+def fixture_config(name: str) -> Path:
+    return FIXTURES / f"{name}.py"
+
+
+def line_of(path: Path, text: str) -> int:
+    """The 1-based line of `path` that contains `text`."""
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def config_error(path: Path, overrides: list[str] = ()) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+def write_syntax_error_config(folder: Path) -> Path:
+    """Kept out of tests/fixtures so that linters never trip over it."""
+    path = folder / "syntax_error.py"
+    path.write_text(
+        "from mlic import Config, Data\n"
+        "\n"
+        "config = Config(\n"
+        '    experiment_name="broken",\n'
+        '    data=Data(root="data", batch_size=8,\n'
+        ")\n"
+    )
+    return path
+
+
+def train_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` run in the test's folder (tmp_path)."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=Path.cwd(),
+        env=os.environ if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def without_root_path() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "ROOT_PATH"}
+
+
+def assert_user_error(result: subprocess.CompletedProcess) -> str:
+    """Exit status 2, `error: <message>` on stderr, no traceback; returns the message."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def assert_nothing_trained(name: str) -> None:
+    exp_dir = Path("experiments") / name
+    assert not (exp_dir / "metrics.csv").exists()
+    assert not (exp_dir / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------------- the config file
+
+
+def test_valid_fixture_config_loads():
+    config = load_config(fixture_config("tiny"))
+    assert config.experiment_name == "tiny"
+    assert [s.name for s in config.resolved_stages()] == ["head", "full"]
+
+
+def test_missing_config_file_is_named():
+    message = config_error(Path("no_such_config.py"))
+    assert "no_such_config.py" in message
+    assert "does not exist" in message
+
+
+def test_syntax_error_names_file_and_line(tmp_path):
+    path = write_syntax_error_config(tmp_path)
+    message = config_error(path)
+    assert "syntax error" in message
+    assert f"{path}:" in message
+    line = int(message.split(f"{path}:", 1)[1].split(":", 1)[0])
+    assert line in (3, 5, 6)  # Python points at the unclosed '(' or at the line that fails to close it
+
+
+def test_config_without_config_variable_says_to_define_it():
+    message = config_error(fixture_config("no_config"))
+    assert "no_config.py" in message
+    assert "does not define `config`" in message
+
+
+def test_config_that_is_not_a_config_names_its_type():
+    message = config_error(fixture_config("config_not_a_config"))
+    assert "config_not_a_config.py" in message
+    assert "mlic.Config" in message
+    assert "dict" in message
+
+
+def test_unknown_data_field_suggests_closest_name():
+    path = fixture_config("unknown_data_field")
+    message = config_error(path)
+    assert f"{path}:{line_of(path, 'batchsize=')}" in message
+    assert "Data() has no field 'batchsize'" in message
+    assert "did you mean 'batch_size'?" in message
+
+
+def test_mistyped_field_names_field_expected_type_and_value():
+    message = config_error(fixture_config("mistyped_field"))
+    assert "mistyped_field.py" in message
+    assert "'data.batch_size'" in message
+    assert "must be int" in message
+    assert "'32'" in message
+
+
+def test_threshold_outside_zero_one_is_rejected():
+    message = config_error(fixture_config("threshold_out_of_range"))
+    assert "'threshold'" in message
+    assert "1.5" in message
+
+
+def test_unknown_monitor_lists_the_known_metrics():
+    message = config_error(fixture_config("unknown_monitor"))
+    assert "'monitor'" in message
+    assert "'valid/accuracy'" in message
+    assert "valid/map" in message
+
+
+def test_empty_stages_are_rejected():
+    message = config_error(fixture_config("empty_stages"))
+    assert "empty_stages.py" in message
+    assert "'stages' is empty" in message
+
+
+def test_duplicate_stage_names_are_rejected():
+    message = config_error(fixture_config("duplicate_stage_names"))
+    assert "'warmup'" in message
+    assert "unique" in message
+
+
+def test_unset_root_path_in_configs_base_says_how_to_set_it(monkeypatch):
+    monkeypatch.delenv("ROOT_PATH", raising=False)
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.delitem(sys.modules, "configs.base", raising=False)
+    path = fixture_config("root_path_from_base")
+    message = config_error(path)
+    assert f"{path}:{line_of(path, 'from configs.base import')}" in message
+    assert "ROOT_PATH is not set" in message
+    assert "ROOT_PATH=/path/to/data python train.py" in message
+
+
+def test_unset_root_path_via_env_path_names_the_config_line(monkeypatch):
+    monkeypatch.delenv("ROOT_PATH", raising=False)
+    path = fixture_config("root_path_env")
+    message = config_error(path)
+    assert f"{path}:{line_of(path, 'env_path(')}" in message
+    assert "ROOT_PATH is not set" in message
+
+
+def test_root_path_set_is_used_as_data_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROOT_PATH", str(tmp_path / "posters"))
+    assert load_config(fixture_config("root_path_env")).data.root == str(tmp_path / "posters")
+
+
+def test_exception_inside_config_reports_file_and_line():
+    path = fixture_config("raises_inside")
+    message = config_error(path)
+    assert message.startswith(f"{path}:{line_of(path, 'raises KeyError')}: ")
+    assert "KeyError" in message
+    assert "'medium'" in message
+
+
+# ---------------------------------------------------------------------------------- the command line
+
+
+def test_cli_syntax_error_exits_2_without_traceback(tmp_path):
+    path = write_syntax_error_config(tmp_path)
+    stderr = assert_user_error(train_cli(path.name))
+    assert "syntax_error.py:" in stderr
+    assert_nothing_trained("broken")
+
+
+def test_cli_unknown_field_exits_2_with_hint():
+    stderr = assert_user_error(train_cli(str(fixture_config("unknown_data_field"))))
+    assert "did you mean 'batch_size'?" in stderr
+    assert_nothing_trained("typo")
+
+
+def test_cli_unset_root_path_exits_2_naming_the_variable(tmp_path):
+    config = tmp_path / "root_path_from_base.py"  # the config beside the user, configs/ beside train.py
+    config.write_text(fixture_config("root_path_from_base").read_text())
+    stderr = assert_user_error(train_cli(config.name, env=without_root_path()))
+    assert "root_path_from_base.py:" in stderr
+    assert "ROOT_PATH is not set" in stderr
+    assert_nothing_trained("from_base")
+
+
+def test_cli_debug_shows_the_traceback():
+    result = train_cli(str(fixture_config("unknown_data_field")), "--debug")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+    assert "ConfigError" in result.stderr
+    assert "did you mean 'batch_size'?" in result.stderr
+
+
+# --------------------------------------------------------------------------------------- overrides
+
+
+def test_set_changes_a_data_field():
+    config = load_config(fixture_config("tiny"), ["data.batch_size=16"])
+    assert config.data.batch_size == 16
+
+
+def test_set_reaches_a_stage_by_index():
+    config = load_config(fixture_config("tiny"), ["stages.0.epochs=3"])
+    assert [s.epochs for s in config.stages] == [3, 2]
+
+
+def test_set_reaches_a_stage_by_bracket_index():
+    config = load_config(fixture_config("tiny"), ["stages[1].epochs=5"])
+    assert [s.epochs for s in config.stages] == [1, 5]
+
+
+def test_set_reaches_a_stage_by_name():
+    config = load_config(fixture_config("tiny"), ["stages.full.epochs=3"])
+    assert [s.epochs for s in config.stages] == [1, 3]
+
+
+def test_set_unknown_stage_lists_the_stages():
+    message = config_error(fixture_config("tiny"), ["stages.finetune.epochs=3"])
+    assert "'finetune'" in message
+    assert "head, full" in message
+
+
+def test_set_unknown_key_suggests_closest_name():
+    message = config_error(fixture_config("tiny"), ["data.batchsize=16"])
+    assert "data.batchsize" in message
+    assert "did you mean 'batch_size'?" in message
+
+
+def test_set_without_value_shows_the_form():
+    message = config_error(fixture_config("tiny"), ["data.batch_size"])
+    assert "key=value" in message
+
+
+def test_set_wrong_type_is_rejected():
+    message = config_error(fixture_config("tiny"), ["data.batch_size=sixteen"])
+    assert "'data.batch_size'" in message
+    assert "'sixteen'" in message
+
+
+def test_saved_config_copy_reproduces_the_overrides(tmp_path):
+    overrides = ["data.batch_size=16", "stages.full.epochs=3", "stages[0].lr=0.01", "model.drop_rate=0.2"]
+    config = load_config(fixture_config("tiny"), overrides)
+    copy = tmp_path / "experiments" / "tiny" / "config.py"
+    copy.parent.mkdir(parents=True)
+    copy.write_text(config_copy_text(config))
+
+    again = load_config(copy)
+    assert again.data.batch_size == 16
+    assert [(s.name, s.epochs, s.lr) for s in again.stages] == [("head", 1, 0.01), ("full", 3, None)]
+    assert again.model.drop_rate == 0.2
+    assert again.data == config.data
+    assert again.stages == config.stages

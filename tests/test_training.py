@@ -1,0 +1,222 @@
+"""End to end: head → full on a tiny generated dataset, and what a user checks in the experiment folder."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import timm
+import torch
+from conftest import CLASSES, tiny_config
+
+from mlic import Model, Stage
+from mlic.data import ImageTransform, make_loader, read_splits
+from mlic.metrics import multilabel_metrics
+from mlic.models import head_parameter_names, preprocessing
+from mlic.module import predict_probs
+from mlic.stages import run
+
+
+def _init_weights(tmp_path: Path) -> Path:
+    """A local 'pretrained' backbone file, as timm's weights would be (no classifier)."""
+    torch.manual_seed(1)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=0)
+    path = tmp_path / "init.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _staged_config(dataset: Path, init: Path, name: str = "staged"):
+    return tiny_config(
+        dataset,
+        name,
+        stages=[Stage("head", epochs=2, freeze_backbone=True, lr=3e-3), Stage("full", epochs=3, lr=3e-3)],
+        model=Model(name="test_resnet", pretrained=str(init)),
+    )
+
+
+@pytest.fixture(scope="module")
+def staged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """One staged training shared by the tests below: (experiment folder, dataset, init weights)."""
+    from conftest import make_dataset
+
+    base = tmp_path_factory.mktemp("staged")
+    dataset = make_dataset(base / "data", n_train=64, n_valid=32, n_test=32)
+    init = _init_weights(base)
+    config = _staged_config(dataset, init)
+    config.output_dir = str(base / "experiments")
+    exp_dir = run(config)
+    return exp_dir, dataset, init
+
+
+def test_every_artifact_exists_and_loads(staged_run):
+    exp_dir, _, _ = staged_run
+    assert json.loads((exp_dir / "classes.json").read_text()) == CLASSES
+    assert "experiment_name='staged'" in (exp_dir / "config.py").read_text()
+    for name in ("model.best.pth", "model.last.pth"):
+        saved = torch.load(exp_dir / name, weights_only=True)
+        assert set(saved) >= {"state_dict", "model_name", "classes", "img_size", "normalization", "metrics"}
+        model = timm.create_model(saved["model_name"], num_classes=len(saved["classes"]))
+        model.load_state_dict(saved["state_dict"])
+    checkpoints = sorted((exp_dir / "checkpoints").glob("*.ckpt"))
+    assert checkpoints and not list((exp_dir / "checkpoints").glob(".*.tmp"))
+    assert "state_dict" in torch.load(checkpoints[0], weights_only=False)
+    report = (exp_dir / "report.md").read_text()
+    assert "| test |" in report and "curves.png" in report
+    assert (exp_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_metrics_csv_has_one_row_per_epoch_per_stage(staged_run):
+    exp_dir, _, _ = staged_run
+    metrics = pd.read_csv(exp_dir / "metrics.csv")
+    assert metrics["stage"].tolist() == ["head", "head", "full", "full", "full"]
+    assert metrics["epoch"].tolist() == [1, 2, 1, 2, 3]
+    for column in ("train/loss", "valid/loss", "valid/map", "valid/auc", "valid/f1_micro", "valid/f1_macro"):
+        assert metrics[column].notna().all(), column
+
+
+def _checkpoint_state(exp_dir: Path, stage: str) -> dict[str, torch.Tensor]:
+    path = sorted((exp_dir / "checkpoints").glob(f"{stage}-*.ckpt"))[-1]
+    state = torch.load(path, weights_only=False)["state_dict"]
+    return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+
+
+def test_head_stage_changes_only_head_weights(staged_run):
+    exp_dir, _, init = staged_run
+    initial = torch.load(init, weights_only=True)
+    after_head = _checkpoint_state(exp_dir, "head")
+    model = timm.create_model("test_resnet", num_classes=len(CLASSES))
+    head = head_parameter_names(model)
+    assert head == {"fc.weight", "fc.bias"}
+    for name, tensor in initial.items():  # parameters and BatchNorm statistics alike
+        assert torch.equal(after_head[name], tensor), f"{name} changed in the head stage"
+    fresh = model.state_dict()
+    assert any(not torch.equal(after_head[n], fresh[n]) for n in head)
+
+
+def test_full_stage_changes_the_backbone(staged_run):
+    exp_dir, _, init = staged_run
+    initial = torch.load(init, weights_only=True)
+    after_full = _checkpoint_state(exp_dir, "full")
+    changed = [n for n, t in initial.items() if t.is_floating_point() and not torch.equal(after_full[n], t)]
+    assert len(changed) > len(initial) // 2
+
+
+def test_training_beats_the_untrained_model_on_valid(staged_run):
+    exp_dir, dataset, init = staged_run
+    config = _staged_config(dataset, init)
+    tables = read_splits(config.data)
+    model = timm.create_model("test_resnet", num_classes=len(CLASSES))
+    model.load_state_dict(torch.load(init, weights_only=True), strict=False)
+    L.seed_everything(0)
+    model.reset_classifier(len(CLASSES))
+    prep = preprocessing(model, config.data.img_size)
+    transform = ImageTransform(prep.img_size, prep.mean, prep.std)
+    loader = make_loader(tables["valid"], transform, config.data, train=False)
+    untrained = multilabel_metrics(predict_probs(model, loader), tables["valid"].targets)["map"]
+    trained = torch.load(exp_dir / "model.best.pth", weights_only=True)["metrics"]["valid/map"]
+    assert trained > untrained + 0.05, (trained, untrained)
+
+
+def test_monitor_picks_the_best_epoch_across_stages(staged_run):
+    exp_dir, _, _ = staged_run
+    metrics = pd.read_csv(exp_dir / "metrics.csv")
+    best = torch.load(exp_dir / "model.best.pth", weights_only=True)["metrics"]
+    assert best["valid/map"] == pytest.approx(metrics["valid/map"].max())
+    row = metrics.loc[metrics["valid/map"].idxmax()]
+    assert (best["stage"], best["epoch"]) == (row["stage"], row["epoch"])
+
+
+class _RecordStart(L.Callback):
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] = {}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+def test_training_from_a_checkpoint_starts_with_its_weights(dataset):
+    head = tiny_config(dataset, "train_only_head", stages=[Stage("head", epochs=1, freeze_backbone=True)])
+    run(head)
+    recorder = _RecordStart()
+    full = tiny_config(
+        dataset,
+        "train_full",
+        stages=[Stage("full", epochs=1)],
+        model=Model(
+            name="test_resnet", pretrained=False, checkpoint="experiments/train_only_head/model.best.pth"
+        ),
+        callbacks=[recorder],
+    )
+    run(full)
+    saved = torch.load("experiments/train_only_head/model.best.pth", weights_only=True)["state_dict"]
+    assert saved.keys() == recorder.state.keys()
+    for name, tensor in saved.items():
+        assert torch.equal(recorder.state[name], tensor), name
+
+
+def test_checkpoint_with_other_classes_recreates_the_head(dataset, caplog):
+    run(tiny_config(dataset, "first", stages=[Stage("head", epochs=1, freeze_backbone=True)]))
+    path = Path("experiments/first/model.best.pth")
+    saved = torch.load(path, weights_only=True)
+    saved["classes"] = ["x", "y"]
+    saved["state_dict"]["fc.weight"] = saved["state_dict"]["fc.weight"][:2]
+    saved["state_dict"]["fc.bias"] = saved["state_dict"]["fc.bias"][:2]
+    torch.save(saved, "other.pth")
+    recorder = _RecordStart()
+    config = tiny_config(
+        dataset,
+        "second",
+        stages=[Stage("full", epochs=1)],
+        model=Model(name="test_resnet", pretrained=False, checkpoint="other.pth"),
+        callbacks=[recorder],
+    )
+    with caplog.at_level("WARNING", logger="mlic"):
+        run(config)
+    assert "head is re-created" in caplog.text
+    assert recorder.state["fc.weight"].shape[0] == len(CLASSES)
+    assert torch.equal(recorder.state["conv1.0.weight"], saved["state_dict"]["conv1.0.weight"])
+
+
+class _CountBatches(L.Callback):
+    def __init__(self) -> None:
+        self.per_epoch: list[int] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.per_epoch.append(0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.per_epoch[-1] += 1
+
+
+def test_num_iteration_on_epoch_gives_exactly_that_many_batches_with_workers(dataset):
+    counter = _CountBatches()
+    config = tiny_config(dataset, "iterations", stages=[Stage("full", epochs=2)], callbacks=[counter])
+    config.data.num_iteration_on_epoch = 7
+    config.data.num_workers = 2
+    run(config)
+    assert counter.per_epoch == [7, 7]
+    assert pd.read_csv("experiments/iterations/metrics.csv")["step"].tolist() == [7, 14]
+
+
+def test_discriminative_lrs_give_the_backbone_a_smaller_lr(dataset):
+    config = tiny_config(dataset, "disc", stages=[Stage("full", epochs=1, lr=1e-3, backbone_lr_scale=0.1)])
+    config.scheduler = None
+    config.optimizer = partial(torch.optim.SGD, lr=0.5)
+    run(config)
+    row = pd.read_csv("experiments/disc/metrics.csv").iloc[0]
+    assert row["lr_head"] == pytest.approx(1e-3)
+    assert row["lr_backbone"] == pytest.approx(1e-4)
+
+
+def test_rerun_keeps_the_earlier_run(dataset):
+    config = tiny_config(dataset, "again", stages=[Stage("full", epochs=1)])
+    run(config)
+    first = Path("experiments/again/metrics.csv").read_text()
+    run(config)
+    earlier = [p for p in Path("experiments").iterdir() if p.name.startswith("again.")]
+    assert len(earlier) == 1 and (earlier[0] / "metrics.csv").read_text() == first
