@@ -25,54 +25,10 @@ def line_of(path: Path, text: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
-def config_error(path: Path, overrides: list[str] = ()) -> str:
+def config_error(path: Path, overrides=()) -> str:
     with pytest.raises(ConfigError) as info:
         load_config(path, overrides)
     return str(info.value)
-
-
-def write_syntax_error_config(folder: Path) -> Path:
-    """Kept out of tests/fixtures so that linters never trip over it."""
-    path = folder / "syntax_error.py"
-    path.write_text(
-        "from mlic import Config, Data\n"
-        "\n"
-        "config = Config(\n"
-        '    experiment_name="broken",\n'
-        '    data=Data(root="data", batch_size=8,\n'
-        ")\n"
-    )
-    return path
-
-
-def train_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`python train.py ARGS` run in the test's folder (tmp_path)."""
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=Path.cwd(),
-        env=os.environ if env is None else env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def without_root_path() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "ROOT_PATH"}
-
-
-def assert_user_error(result: subprocess.CompletedProcess) -> str:
-    """Exit status 2, `error: <message>` on stderr, no traceback; returns the message."""
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stderr
-
-
-def assert_nothing_trained(name: str) -> None:
-    exp_dir = Path("experiments") / name
-    assert not (exp_dir / "metrics.csv").exists()
-    assert not (exp_dir / "checkpoints").exists()
 
 
 # ---------------------------------------------------------------------------------- the config file
@@ -90,13 +46,11 @@ def test_missing_config_file_is_named():
     assert "does not exist" in message
 
 
-def test_syntax_error_names_file_and_line(tmp_path):
-    path = write_syntax_error_config(tmp_path)
+def test_syntax_error_names_file_and_line():
+    path = fixture_config("syntax_error")
     message = config_error(path)
-    assert "syntax error" in message
-    assert f"{path}:" in message
-    line = int(message.split(f"{path}:", 1)[1].split(":", 1)[0])
-    assert line in (3, 5, 6)  # Python points at the unclosed '(' or at the line that fails to close it
+    assert message.startswith(f"{path}:{line_of(path, 'if config.epochs')}: syntax error")
+    assert "expected ':'" in message
 
 
 def test_config_without_config_variable_says_to_define_it():
@@ -153,6 +107,18 @@ def test_duplicate_stage_names_are_rejected():
     assert "unique" in message
 
 
+def test_trainer_setting_an_owned_key_is_rejected_when_loading():
+    message = config_error(fixture_config("trainer_owned_key"))
+    assert "'max_epochs'" in message
+    assert "Stage(epochs=...)" in message
+
+
+def test_misspelled_trainer_argument_suggests_closest_name():
+    message = config_error(fixture_config("trainer_typo"))
+    assert "'acelerator'" in message
+    assert "did you mean 'accelerator'?" in message
+
+
 def test_unset_root_path_in_configs_base_says_how_to_set_it(monkeypatch):
     monkeypatch.delenv("ROOT_PATH", raising=False)
     monkeypatch.syspath_prepend(str(REPO))
@@ -183,39 +149,6 @@ def test_exception_inside_config_reports_file_and_line():
     assert message.startswith(f"{path}:{line_of(path, 'raises KeyError')}: ")
     assert "KeyError" in message
     assert "'medium'" in message
-
-
-# ---------------------------------------------------------------------------------- the command line
-
-
-def test_cli_syntax_error_exits_2_without_traceback(tmp_path):
-    path = write_syntax_error_config(tmp_path)
-    stderr = assert_user_error(train_cli(path.name))
-    assert "syntax_error.py:" in stderr
-    assert_nothing_trained("broken")
-
-
-def test_cli_unknown_field_exits_2_with_hint():
-    stderr = assert_user_error(train_cli(str(fixture_config("unknown_data_field"))))
-    assert "did you mean 'batch_size'?" in stderr
-    assert_nothing_trained("typo")
-
-
-def test_cli_unset_root_path_exits_2_naming_the_variable(tmp_path):
-    config = tmp_path / "root_path_from_base.py"  # the config beside the user, configs/ beside train.py
-    config.write_text(fixture_config("root_path_from_base").read_text())
-    stderr = assert_user_error(train_cli(config.name, env=without_root_path()))
-    assert "root_path_from_base.py:" in stderr
-    assert "ROOT_PATH is not set" in stderr
-    assert_nothing_trained("from_base")
-
-
-def test_cli_debug_shows_the_traceback():
-    result = train_cli(str(fixture_config("unknown_data_field")), "--debug")
-    assert result.returncode != 0
-    assert "Traceback" in result.stderr
-    assert "ConfigError" in result.stderr
-    assert "did you mean 'batch_size'?" in result.stderr
 
 
 # --------------------------------------------------------------------------------------- overrides
@@ -260,7 +193,7 @@ def test_set_without_value_shows_the_form():
 
 def test_set_wrong_type_is_rejected():
     message = config_error(fixture_config("tiny"), ["data.batch_size=sixteen"])
-    assert "'data.batch_size'" in message
+    assert "'data.batch_size' must be int" in message
     assert "'sixteen'" in message
 
 
@@ -277,3 +210,109 @@ def test_saved_config_copy_reproduces_the_overrides(tmp_path):
     assert again.model.drop_rate == 0.2
     assert again.data == config.data
     assert again.stages == config.stages
+
+
+# ------------------------------------------------------------------------------------ command line
+# Each `python train.py` spends ~6 s importing torch and Lightning before it can fail, so the cases
+# below are all started at once by the `cli` fixture (they share the CPU cores) and each test checks
+# its own.
+
+
+def _cli_syntax_error(folder: Path) -> list[str]:
+    return [str(fixture_config("syntax_error"))]
+
+
+def _cli_unknown_field(folder: Path) -> list[str]:
+    return [str(fixture_config("unknown_data_field"))]
+
+
+def _cli_unset_root_path(folder: Path) -> list[str]:
+    # A config beside the user that imports configs/base.py, which lies beside train.py.
+    (folder / "root_path_from_base.py").write_text(fixture_config("root_path_from_base").read_text())
+    return ["root_path_from_base.py"]
+
+
+def _cli_debug(folder: Path) -> list[str]:
+    return [str(fixture_config("unknown_data_field")), "--debug"]
+
+
+CLI_CASES = {
+    "syntax_error": _cli_syntax_error,
+    "unknown_field": _cli_unknown_field,
+    "unset_root_path": _cli_unset_root_path,
+    "debug": _cli_debug,
+}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """`cli(name)` → (folder, CompletedProcess) of `python train.py ARGS` run in that case's folder."""
+    env = {k: v for k, v in os.environ.items() if k != "ROOT_PATH"}
+    started = {}
+    for name, setup in CLI_CASES.items():
+        folder = tmp_path_factory.mktemp(name)
+        args = setup(folder)
+        with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
+            process = subprocess.Popen(
+                [sys.executable, str(REPO / "train.py"), *args], cwd=folder, env=env, stdout=out, stderr=err
+            )
+        started[name] = (folder, process)
+
+    def result(name: str):
+        folder, process = started[name]
+        process.wait(timeout=300)
+        stdout, stderr = ((folder / f).read_text() for f in ("stdout", "stderr"))
+        return folder, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    yield result
+    for _, process in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def assert_user_error(result: subprocess.CompletedProcess) -> str:
+    """Exit status 2 and one line `error: <message>` on stderr, no traceback; returns stderr."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def assert_nothing_trained(folder: Path, name: str) -> None:
+    exp_dir = folder / "experiments" / name
+    assert not (exp_dir / "metrics.csv").exists()
+    assert not (exp_dir / "checkpoints").exists()
+    assert not list(exp_dir.glob("*.pth"))
+
+
+def test_cli_syntax_error_exits_2_without_traceback(cli):
+    folder, result = cli("syntax_error")
+    stderr = assert_user_error(result)
+    assert "syntax_error.py:6: syntax error" in stderr
+    assert_nothing_trained(folder, "broken")
+
+
+def test_cli_unknown_field_exits_2_with_hint(cli):
+    folder, result = cli("unknown_field")
+    stderr = assert_user_error(result)
+    assert "unknown_data_field.py:" in stderr
+    assert "did you mean 'batch_size'?" in stderr
+    assert_nothing_trained(folder, "typo")
+
+
+def test_cli_unset_root_path_exits_2_naming_the_variable(cli):
+    folder, result = cli("unset_root_path")
+    stderr = assert_user_error(result)
+    assert "root_path_from_base.py:" in stderr
+    assert "ROOT_PATH is not set" in stderr
+    assert_nothing_trained(folder, "from_base")
+
+
+def test_cli_debug_shows_the_traceback(cli):
+    _, result = cli("debug")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+    assert "ConfigError" in result.stderr
+    assert "did you mean 'batch_size'?" in result.stderr

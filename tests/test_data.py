@@ -138,3 +138,18 @@ def test_image_pattern_and_id_column_are_configurable(dataset):
         )
     )
     assert all(Path(p).is_file() for p in tables["train"].paths)
+
+
+def test_grey_and_rgba_images_decode_to_rgb(tmp_path):
+    from mlic.data import read_rgb
+
+    grey = tmp_path / "grey.png"
+    rgba = tmp_path / "rgba.png"
+    cv2.imwrite(str(grey), np.full((5, 7), 100, dtype=np.uint8))
+    cv2.imwrite(
+        str(rgba),
+        np.dstack([np.full((5, 7, 3), (10, 20, 30), dtype=np.uint8), np.full((5, 7), 255, np.uint8)]),
+    )
+    assert read_rgb(str(grey)).shape == (5, 7, 3)
+    rgb = read_rgb(str(rgba))
+    assert rgb.shape == (5, 7, 3) and tuple(rgb[0, 0]) == (30, 20, 10)  # stored BGR(A), returned RGB

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 import hashlib
+import inspect
 import os
 import pprint
 import re
@@ -21,6 +22,14 @@ from typing import Any, Literal, Union
 import torch
 
 from mlic.errors import ConfigError
+
+# Trainer arguments the stages own; a config sets them through other fields.
+TRAINER_OWNED = {
+    "max_epochs": "Stage(epochs=...) or epochs",
+    "callbacks": "callbacks",
+    "logger": "nothing (mlic logs to the experiment folder)",
+    "default_root_dir": "output_dir",
+}
 
 METRICS = ("valid/loss", "valid/map", "valid/auc", "valid/f1_micro", "valid/f1_macro")
 
@@ -199,6 +208,23 @@ def _check_fields(obj: Any, prefix: str, where: str) -> None:
                     _check_fields(item, f"{name}[{i}].", where)
 
 
+def _check_trainer(trainer: dict, where: str) -> None:
+    import lightning
+
+    allowed = [n for n in inspect.signature(lightning.Trainer.__init__).parameters if n != "self"]
+    for key in trainer:
+        if key in TRAINER_OWNED:
+            raise ConfigError(
+                f"{where}: field 'trainer' must not set {key!r}; use {TRAINER_OWNED[key]} instead"
+            )
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"{where}: field 'trainer' has {key!r}, which lightning.Trainer does not take{hint_text}"
+            )
+
+
 def validate(config: Config, where: str = "config") -> Config:
     """Check types and values of every field; raise ConfigError naming the first wrong one."""
     if not isinstance(config, Config):
@@ -249,6 +275,7 @@ def validate(config: Config, where: str = "config") -> Config:
                 f"{where}: field 'stages[{i}].backbone_lr_scale' must be 0 or more, got {stage.backbone_lr_scale}"
             )
         seen.add(stage.name)
+    _check_trainer(config.trainer, where)
     if config.save_top_k < 1:
         raise ConfigError(f"{where}: field 'save_top_k' must be at least 1, got {config.save_top_k}")
     return config

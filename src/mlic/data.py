@@ -94,12 +94,14 @@ def _onehot_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] 
         bad = ~numeric.isin([0, 1])
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
+            value = col.iloc[row]
+            value = value.item() if hasattr(value, "item") else value
             hint = ""
-            if isinstance(col.iloc[row], str) and cfg.label_separator in col.iloc[row]:
+            if col.astype(str).str.contains(cfg.label_separator, regex=False).any():
                 hint = f"; for a column of genre names set data.label_column={column!r}"
             raise DataError(
                 f"label table {path}, row {row + 2}, column {column!r}: labels must be 0 or 1, "
-                f"got {col.iloc[row]!r}{hint}"
+                f"got {value!r}{hint}"
             )
     targets = values.apply(pd.to_numeric).to_numpy(dtype=np.float32)
     return targets, list(classes)
@@ -149,13 +151,21 @@ def read_table(path: str | Path, cfg: Data, classes: list[str] | None = None) ->
 
 
 def check_images(table: LabelTable) -> None:
-    """Stop before training if image files listed in the table are missing."""
+    """Stop before training if images listed in the table are missing or not images at all."""
     missing = [p for p in table.paths if not Path(p).is_file()]
     if missing:
         names = ", ".join(Path(p).name for p in missing[:3])
         raise DataError(
             f"{len(missing)} of {len(table)} images listed in {table.source} are missing under "
             f"{Path(missing[0]).parent} (first: {names}); check data.root, data.images and data.image_pattern"
+        )
+    # haveImageReader reads only the file's signature: cheap enough for every file before training.
+    unreadable = [p for p in table.paths if not cv2.haveImageReader(str(p))]
+    if unreadable:
+        names = ", ".join(Path(p).name for p in unreadable[:3])
+        raise DataError(
+            f"{len(unreadable)} of {len(table)} images listed in {table.source} are not readable images "
+            f"(first: {names}); replace them or remove their rows"
         )
 
 

@@ -38,6 +38,10 @@ def create_model(cfg: Model, num_classes: int) -> nn.Module:
         model = timm.create_model(
             cfg.name, pretrained=use_hub, num_classes=num_classes, drop_rate=cfg.drop_rate, **cfg.kwargs
         )
+    except TypeError as e:
+        raise ConfigError(
+            f"field 'model.kwargs': timm cannot build {cfg.name!r} with {cfg.kwargs}: {e}"
+        ) from None
     except (OSError, RuntimeError) as e:
         if use_hub:
             raise CheckpointError(

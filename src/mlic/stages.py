@@ -20,7 +20,6 @@ from lightning.pytorch.loggers import CSVLogger
 from mlic import io
 from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_splits
-from mlic.errors import ConfigError
 from mlic.models import Preprocessing, create_model, head_parameter_names, load_checkpoint, preprocessing
 from mlic.module import ClassifierModule, current_lrs
 from mlic.report import write_report
@@ -33,14 +32,6 @@ warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
-# Trainer arguments the stages own; a config sets them through other fields.
-_OWNED = {
-    "max_epochs": "Stage(epochs=...) or epochs",
-    "callbacks": "callbacks",
-    "logger": "nothing (mlic logs to the experiment folder)",
-    "default_root_dir": "output_dir",
-}
-
 
 def auto_precision() -> str:
     """Mixed precision on a GPU (bf16 where supported), full precision on a CPU."""
@@ -51,9 +42,6 @@ def auto_precision() -> str:
 
 def trainer_kwargs(config: Config) -> dict[str, Any]:
     """Lightning Trainer arguments: mlic's defaults, then the config's `trainer` dict on top."""
-    for key in config.trainer:
-        if key in _OWNED:
-            raise ConfigError(f"field 'trainer' must not set {key!r}; use {_OWNED[key]} instead")
     kwargs: dict[str, Any] = {
         "accelerator": "auto",
         "devices": 1,
@@ -287,7 +275,11 @@ def run(config: Config) -> Path:
             break
     train_time = time.time() - started
 
-    best = torch.load(exp_dir / "model.best.pth", map_location="cpu", weights_only=True)
+    best_path = exp_dir / "model.best.pth"
+    if not best_path.exists():  # no epoch had a finite monitored value
+        log.warning("%s was never finite; reporting the last weights instead of the best", config.monitor)
+        best_path = exp_dir / "model.last.pth"
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
     module.model.load_state_dict(best["state_dict"])
     results = evaluate(module, config, loaders, ["valid", "test"])
     write_report(exp_dir, config, classes, recorder.rows, recorder.best_row, results, train_time)
