@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -78,3 +80,49 @@ def tiny_config(root: Path, name: str = "tiny", stages: list[Stage] | None = Non
     for key, value in overrides.items():
         setattr(config, key, value)
     return config
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_cli_cases(cases: dict, tmp_path_factory: pytest.TempPathFactory):
+    """Start `python train.py ARGS` for every case at once (each pays torch's import time), each in its
+    own folder; yield `result(name)` → (folder, CompletedProcess) that waits for that case."""
+    env = {k: v for k, v in os.environ.items() if k != "ROOT_PATH"}
+    started = {}
+    for name, setup in cases.items():
+        folder = tmp_path_factory.mktemp(name)
+        args = setup(folder)
+        with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
+            process = subprocess.Popen(
+                [sys.executable, str(REPO / "train.py"), *args], cwd=folder, env=env, stdout=out, stderr=err
+            )
+        started[name] = (folder, process)
+
+    def result(name: str):
+        folder, process = started[name]
+        process.wait(timeout=300)
+        stdout, stderr = ((folder / f).read_text() for f in ("stdout", "stderr"))
+        return folder, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    yield result
+    for _, process in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def assert_user_error(result: subprocess.CompletedProcess) -> str:
+    """Exit status 2 and one line `error: <message>` on stderr, no traceback; returns stderr."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def assert_nothing_trained(folder: Path, name: str) -> None:
+    exp_dir = folder / "experiments" / name
+    assert not (exp_dir / "metrics.csv").exists()
+    assert not (exp_dir / "checkpoints").exists()
+    assert not list(exp_dir.glob("*.pth"))

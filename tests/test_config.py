@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_nothing_trained, assert_user_error, start_cli_cases
 
 from mlic import ConfigError, load_config
 from mlic.config import config_copy_text
@@ -247,44 +246,7 @@ CLI_CASES = {
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
     """`cli(name)` → (folder, CompletedProcess) of `python train.py ARGS` run in that case's folder."""
-    env = {k: v for k, v in os.environ.items() if k != "ROOT_PATH"}
-    started = {}
-    for name, setup in CLI_CASES.items():
-        folder = tmp_path_factory.mktemp(name)
-        args = setup(folder)
-        with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
-            process = subprocess.Popen(
-                [sys.executable, str(REPO / "train.py"), *args], cwd=folder, env=env, stdout=out, stderr=err
-            )
-        started[name] = (folder, process)
-
-    def result(name: str):
-        folder, process = started[name]
-        process.wait(timeout=300)
-        stdout, stderr = ((folder / f).read_text() for f in ("stdout", "stderr"))
-        return folder, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-    yield result
-    for _, process in started.values():
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def assert_user_error(result: subprocess.CompletedProcess) -> str:
-    """Exit status 2 and one line `error: <message>` on stderr, no traceback; returns stderr."""
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: "), result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stderr
-
-
-def assert_nothing_trained(folder: Path, name: str) -> None:
-    exp_dir = folder / "experiments" / name
-    assert not (exp_dir / "metrics.csv").exists()
-    assert not (exp_dir / "checkpoints").exists()
-    assert not list(exp_dir.glob("*.pth"))
+    yield from start_cli_cases(CLI_CASES, tmp_path_factory)
 
 
 def test_cli_syntax_error_exits_2_without_traceback(cli):
