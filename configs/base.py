@@ -1,8 +1,8 @@
-"""What the course configs share: the dataset location and the training augmentations."""
+"""What the course configs share: the dataset location, the training augmentations, the data settings."""
 
 import albumentations as A
 
-from mlic import env_path
+from mlic import Data, env_path
 
 ROOT_PATH = env_path("ROOT_PATH")
 
@@ -14,3 +14,16 @@ train_augmentations = A.Compose(
         A.HueSaturationValue(p=0.3),
     ]
 )
+
+
+def course_data(**overrides) -> Data:
+    """The course's data settings: course-layout CSVs under ROOT_PATH, 100 training batches per epoch."""
+    settings = dict(
+        root=ROOT_PATH,
+        batch_size=64,
+        num_workers=4,
+        num_iteration_on_epoch=100,
+        augmentations=train_augmentations,
+    )
+    settings.update(overrides)
+    return Data(**settings)

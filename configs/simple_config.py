@@ -4,12 +4,12 @@ from functools import partial
 
 import torch
 
-from configs.base import ROOT_PATH, train_augmentations
-from mlic import Config, Data, Model
+from configs.base import course_data
+from mlic import Config, Model
 
 config = Config(
     experiment_name="simple_config",
-    data=Data(root=ROOT_PATH, batch_size=64, num_workers=4, augmentations=train_augmentations),
+    data=course_data(num_iteration_on_epoch=None),
     model=Model(name="resnet34", pretrained=True),
     optimizer=partial(torch.optim.AdamW, lr=3e-4, weight_decay=1e-2),
     epochs=10,
