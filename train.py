@@ -17,6 +17,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set data.batch_size=32 (repeatable)",
     )
+    parser.add_argument(
+        "--lr-find",
+        action="store_true",
+        help="run only the LR range test, for every stage of the config (no training)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return parser.parse_args(argv)
 
@@ -31,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         from mlic.config import load_config
         from mlic.stages import run
 
-        run(load_config(args.config, args.overrides))
+        run(load_config(args.config, args.overrides), lr_find=args.lr_find)
         return 0
 
     return run_cli(_run, args.debug)

@@ -2,12 +2,14 @@
 
 from mlic.config import Config, Data, Model, Stage, env_path, load_config
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
+from mlic.lr_finder import LRFinder
 
 __all__ = [
     "Config",
     "Data",
     "Model",
     "Stage",
+    "LRFinder",
     "env_path",
     "load_config",
     "MlicError",

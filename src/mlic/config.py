@@ -22,6 +22,7 @@ from typing import Any, Literal, Union
 import torch
 
 from mlic.errors import ConfigError
+from mlic.lr_finder import LRFinder
 
 # Trainer arguments the stages own; a config sets them through other fields.
 TRAINER_OWNED = {
@@ -86,7 +87,7 @@ class Stage:
     name: str
     epochs: int
     freeze_backbone: bool = False
-    lr: float | None = None
+    lr: float | Literal["find"] | LRFinder | None = None
     backbone_lr_scale: float = 1.0
 
 
@@ -122,6 +123,7 @@ class Config:
     save_top_k: int = 3
     trainer: dict = field(default_factory=dict)
     output_dir: str = "experiments"
+    lr_finder: LRFinder | None = None
 
     def resolved_stages(self) -> list[Stage]:
         """The stages to run; a config without `stages` is one full stage of `epochs`."""
@@ -225,6 +227,19 @@ def _check_trainer(trainer: dict, where: str) -> None:
             )
 
 
+def _check_lr_finder(finder: LRFinder, name: str, where: str) -> None:
+    if not 0 < finder.start_lr < finder.end_lr:
+        raise ConfigError(
+            f"{where}: field '{name}' needs 0 < start_lr < end_lr, got {finder.start_lr} and {finder.end_lr}"
+        )
+    if finder.num_steps < 5:
+        raise ConfigError(f"{where}: field '{name}.num_steps' must be at least 5, got {finder.num_steps}")
+    if not 0 <= finder.smoothing < 1:
+        raise ConfigError(f"{where}: field '{name}.smoothing' must be in [0, 1), got {finder.smoothing}")
+    if finder.diverge <= 1:
+        raise ConfigError(f"{where}: field '{name}.diverge' must be above 1, got {finder.diverge}")
+
+
 def validate(config: Config, where: str = "config") -> Config:
     """Check types and values of every field; raise ConfigError naming the first wrong one."""
     if not isinstance(config, Config):
@@ -268,14 +283,18 @@ def validate(config: Config, where: str = "config") -> Config:
             raise ConfigError(f"{where}: field 'stages[{i}].epochs' must be positive, got {stage.epochs}")
         if stage.name in seen:
             raise ConfigError(f"{where}: two stages are named {stage.name!r}; stage names must be unique")
-        if stage.lr is not None and stage.lr <= 0:
+        if isinstance(stage.lr, (int, float)) and stage.lr <= 0:
             raise ConfigError(f"{where}: field 'stages[{i}].lr' must be positive, got {stage.lr}")
+        if isinstance(stage.lr, LRFinder):
+            _check_lr_finder(stage.lr, f"stages[{i}].lr", where)
         if stage.backbone_lr_scale < 0:
             raise ConfigError(
                 f"{where}: field 'stages[{i}].backbone_lr_scale' must be 0 or more, got {stage.backbone_lr_scale}"
             )
         seen.add(stage.name)
     _check_trainer(config.trainer, where)
+    if config.lr_finder is not None:
+        _check_lr_finder(config.lr_finder, "lr_finder", where)
     if config.save_top_k < 1:
         raise ConfigError(f"{where}: field 'save_top_k' must be at least 1, got {config.save_top_k}")
     return config
@@ -353,7 +372,7 @@ def _explain_type_error(exc: TypeError) -> str:
     if not match:
         return f"TypeError: {exc}"
     cls_name, arg = match.groups()
-    cls = {"Config": Config, "Data": Data, "Model": Model, "Stage": Stage}.get(cls_name)
+    cls = {"Config": Config, "Data": Data, "Model": Model, "Stage": Stage, "LRFinder": LRFinder}.get(cls_name)
     if cls is None:
         return f"TypeError: {exc}"
     names = [f.name for f in fields(cls)]

@@ -123,7 +123,8 @@ class ClassifierModule(L.LightningModule):
 
     # -------------------------------------------------------------------------------------- optimizer
 
-    def configure_optimizers(self) -> Any:
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh optimizer over the trainable parameters, with the stage's (discriminative) LRs."""
         stage = self.stage or Stage("full", epochs=1)
         groups = parameter_groups(self.model, lr=1.0, backbone_lr=1.0, weight_decay=0.0)
         lr_scale = {
@@ -133,12 +134,16 @@ class ClassifierModule(L.LightningModule):
         for g in groups:
             del g["lr"], g["weight_decay"]
         optimizer = self.optimizer_factory(groups)
-        base_lr = stage.lr if stage.lr is not None else optimizer.defaults["lr"]
+        base_lr = stage.lr if isinstance(stage.lr, (int, float)) else optimizer.defaults["lr"]
         weight_decay = optimizer.defaults.get("weight_decay", 0.0)
         for g in optimizer.param_groups:
             g["lr"] = base_lr * lr_scale[g["name"]]
             if "weight_decay" in g:
                 g["weight_decay"] = weight_decay if decays[g["name"]] else 0.0
+        return optimizer
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer()
         if self.scheduler_factory is None:
             return optimizer
         scheduler, interval = self._build_scheduler(optimizer)

@@ -102,3 +102,42 @@ def write_report(
 {epochs_table(rows)}
 """
     io.write_text(exp_dir / "report.md", text)
+
+
+def lr_table(results: dict[str, Any], suffixes: dict[str, str]) -> str:
+    """One Markdown row per range test: steps, time, suggestion, sensible range and the curve."""
+    from mlic.lr_finder import sensible_range
+
+    lines = [
+        "| stage | steps | seconds | rule | suggested LR | range | curve |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage, r in results.items():
+        span = sensible_range(r.lrs, r.smoothed)
+        span_text = f"{span[0]:.1e} – {span[1]:.1e}" if span else "—"
+        lr = f"{r.suggestion:.2e}" if r.suggestion is not None else "none"
+        early = " (diverged early)" if r.stopped_early else ""
+        png = f"lr_finder{suffixes[stage]}.png"
+        lines.append(
+            f"| {stage} | {len(r.lrs)}{early} | {r.seconds:.1f} | {r.rule} | {lr} | {span_text} | [{png}]({png}) |"
+        )
+    return "\n".join(lines)
+
+
+def write_lr_report(
+    exp_dir: Path, config: Config, results: dict[str, Any], suffixes: dict[str, str], append: bool = False
+) -> None:
+    """`report.md` of a range test (or its section in a training report)."""
+    section = f"""## LR range test
+
+The suggestion is read off the smoothed loss by the rule named (`valley`: fastai's, the default) and is
+never above the LR of the lowest loss; the range is the longest stretch of falling loss.
+
+{lr_table(results, suffixes)}
+
+""" + "".join(f"![{s}](lr_finder{suffixes[s]}.png)\n" for s in results)
+    if append:
+        text = (exp_dir / "report.md").read_text(encoding="utf-8") + "\n" + section
+    else:
+        text = f"# {config.experiment_name}: LR range test\n\n- model: `{config.model.name}`\n\n" + section
+    io.write_text(exp_dir / "report.md", text)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 import time
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from weakref import proxy
@@ -20,9 +22,10 @@ from lightning.pytorch.loggers import CSVLogger
 from mlic import io
 from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_splits
+from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
 from mlic.models import Preprocessing, create_model, head_parameter_names, load_checkpoint, preprocessing
 from mlic.module import ClassifierModule, current_lrs
-from mlic.report import write_report
+from mlic.report import write_lr_report, write_report
 
 log = logging.getLogger("mlic")
 
@@ -229,8 +232,19 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def run(config: Config) -> Path:
-    """Train every stage of `config` and write the experiment folder; return its path."""
+@dataclass
+class Prepared:
+    """Everything a run needs, built and checked before anything is written or trained."""
+
+    tables: dict[str, LabelTable]
+    classes: list[str]
+    prep: Preprocessing
+    module: ClassifierModule
+    exp_dir: Path
+
+
+def prepare(config: Config) -> Prepared:
+    """Read and check the data, build the model (weights, checkpoint), then open the experiment folder."""
     L.seed_everything(config.seed, workers=True, verbose=False)
     tables = read_splits(config.data)
     classes = tables["train"].classes
@@ -244,8 +258,6 @@ def run(config: Config) -> Path:
     exp_dir.mkdir(parents=True, exist_ok=True)
     io.write_text(exp_dir / "config.py", config_copy_text(config))
     io.write_json(exp_dir / "classes.json", classes)
-
-    loaders = build_loaders(config, tables, prep)
     module = ClassifierModule(
         model,
         config.loss,
@@ -254,16 +266,125 @@ def run(config: Config) -> Path:
         threshold=config.threshold,
         freeze_bn=config.model.freeze_bn,
     )
-    recorder = ExperimentRecorder(exp_dir, config, classes, prep)
     kwargs = trainer_kwargs(config)
     log.info("device: %s, precision %s", _device_name(kwargs), kwargs["precision"])
+    return Prepared(tables, classes, prep, module, exp_dir)
+
+
+def _autocast_dtype(precision: Any) -> torch.dtype | None:
+    text = str(precision)
+    if text.startswith("bf16"):
+        return torch.bfloat16
+    if text.startswith("16"):
+        return torch.float16
+    return None
+
+
+def _finder_settings(stage: Stage, default: LRFinder | None) -> LRFinder:
+    if isinstance(stage.lr, LRFinder):
+        return stage.lr
+    return default or LRFinder()
+
+
+def _wants_range_test(stage: Stage) -> bool:
+    return stage.lr == "find" or isinstance(stage.lr, LRFinder)
+
+
+def stage_range_test(
+    config: Config, run_: Prepared, stage: Stage, settings: LRFinder, suffix: str
+) -> RangeTest:
+    """Run the LR range test for `stage` on the current weights and save its curve."""
+    module = run_.module
+    module.set_stage(replace(stage, lr=None) if not isinstance(stage.lr, (int, float)) else stage)
+    optimizer = module.build_optimizer()
+    # a copy: an albumentations pipeline keeps its own generator, which training must find untouched
+    augmentations = copy.deepcopy(config.data.augmentations)
+    train_tf = ImageTransform(
+        run_.prep.img_size, run_.prep.mean, run_.prep.std, augmentations, run_.prep.interpolation
+    )
+    loader = make_loader(run_.tables["train"], train_tf, config.data, train=True, seed=config.seed)
+    kwargs = trainer_kwargs(config)
+    device = "cuda" if _device_name(kwargs).startswith("cuda") else "cpu"
+    result = range_test(
+        module, optimizer, loader, module.loss_fn, settings, device, _autocast_dtype(kwargs["precision"])
+    )
+    module.to("cpu")
+    save_curve(
+        result,
+        run_.exp_dir / f"lr_finder{suffix}.csv",
+        run_.exp_dir / f"lr_finder{suffix}.png",
+        title=f"{config.experiment_name}: stage {stage.name}",
+    )
+    log.info(describe(result, stage.name))
+    if result.stopped_early:
+        log.warning(
+            "the range test of stage %s stopped after %d of %d steps: the loss diverged at LR %.2e",
+            stage.name,
+            len(result.lrs),
+            settings.num_steps,
+            result.lrs[-1],
+        )
+    return result
+
+
+def _suffixes(stages: list[Stage]) -> dict[str, str]:
+    """`lr_finder.csv` when one stage is tested, `lr_finder_<stage>.csv` for each when several are."""
+    if len(stages) == 1:
+        return {stages[0].name: ""}
+    return {s.name: f"_{s.name}" for s in stages}
+
+
+def run_lr_find(config: Config) -> Path:
+    """Only the LR range test, for every stage of the config on its starting weights; no training."""
+    run_ = prepare(config)
+    stages = config.resolved_stages()
+    suffixes = _suffixes(stages)
+    results = {}
+    for stage in stages:
+        settings = _finder_settings(stage, config.lr_finder)
+        results[stage.name] = stage_range_test(config, run_, stage, settings, suffixes[stage.name])
+    write_lr_report(run_.exp_dir, config, results, suffixes)
+    print()
+    for name, result in results.items():
+        print(describe(result, name))
+    print(f"\nexperiment folder: {run_.exp_dir}")
+    return run_.exp_dir
+
+
+def run(config: Config, lr_find: bool = False) -> Path:
+    """Train every stage of `config` and write the experiment folder; return its path.
+
+    With `config.lr_finder` set (or `lr_find=True`, the `--lr-find` flag) only the LR range test runs.
+    """
+    if lr_find or config.lr_finder is not None:
+        return run_lr_find(config)
+    run_ = prepare(config)
+    exp_dir, module = run_.exp_dir, run_.module
+    loaders = build_loaders(config, run_.tables, run_.prep)
+    recorder = ExperimentRecorder(exp_dir, config, run_.classes, run_.prep)
+    stages = config.resolved_stages()
+    suffixes = _suffixes([s for s in stages if _wants_range_test(s)])
+    range_tests: dict[str, RangeTest] = {}
     started = time.time()
-    for stage in config.resolved_stages():
+    for stage in stages:
+        if _wants_range_test(stage):
+            result = stage_range_test(
+                config, run_, stage, _finder_settings(stage, None), suffixes[stage.name]
+            )
+            range_tests[stage.name] = result
+            lr = result.suggestion
+            if lr is None:
+                lr = module.build_optimizer().defaults["lr"]
+                log.warning(
+                    "no LR suggestion for stage %s; it trains with the optimizer's lr %.2e", stage.name, lr
+                )
+            stage = replace(stage, lr=lr)
         log.info(
-            "stage %s: %d epoch(s), backbone %s",
+            "stage %s: %d epoch(s), backbone %s, lr %s",
             stage.name,
             stage.epochs,
             "frozen" if stage.freeze_backbone else "trainable",
+            f"{stage.lr:.2e}" if stage.lr is not None else "from the optimizer",
         )
         module.set_stage(stage)
         recorder.stage = stage
@@ -282,7 +403,9 @@ def run(config: Config) -> Path:
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     module.model.load_state_dict(best["state_dict"])
     results = evaluate(module, config, loaders, ["valid", "test"])
-    write_report(exp_dir, config, classes, recorder.rows, recorder.best_row, results, train_time)
+    write_report(exp_dir, config, run_.classes, recorder.rows, recorder.best_row, results, train_time)
+    if range_tests:
+        write_lr_report(exp_dir, config, range_tests, suffixes, append=True)
     print(
         f"\n{config.experiment_name}: best model ({config.monitor}) from stage "
         f"{best['metrics'].get('stage')}, epoch {best['metrics'].get('epoch')}"

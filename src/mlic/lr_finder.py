@@ -1,0 +1,277 @@
+"""LR range test: its settings, the sweep, suggestion rules (pure functions) and the curve on disk."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mlic import io
+
+log = logging.getLogger("mlic")
+
+
+@dataclass
+class LRFinder:
+    """Settings of an LR range test (exponential sweep of the head's LR from `start_lr` to `end_lr`)."""
+
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    num_steps: int = 100
+    smoothing: float = 0.98
+    diverge: float = 4.0
+    suggestion: Literal["valley", "steepest", "minimum"] = "valley"
+
+
+@dataclass
+class RangeTest:
+    """What a range test recorded: one entry per optimizer step, and its suggestion."""
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    suggestion: float | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+    rule: str = "valley"
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "step": range(1, len(self.lrs) + 1),
+                "lr": self.lrs,
+                "loss": self.losses,
+                "smoothed_loss": self.smoothed,
+            }
+        )
+
+
+# ------------------------------------------------------------------------------------ suggestion rules
+
+
+def _finite_prefix(lrs: Iterable[float], losses: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The curve up to (not including) its first non-finite loss."""
+    lrs, losses = np.asarray(list(lrs), dtype=float), np.asarray(list(losses), dtype=float)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    end = int(bad[0]) if len(bad) else len(losses)
+    return lrs[:end], losses[:end]
+
+
+def valley(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
+    """fastai's 'valley': about halfway down the longest stretch of falling loss."""
+    lrs, losses = _finite_prefix(lrs, losses)
+    n = len(losses)
+    if n < 5:
+        return None
+    start, end = _longest_valley(losses)
+    sections = (end - start) / 3
+    return float(lrs[start + int(sections) + int(sections / 2)])
+
+
+def _longest_valley(losses: np.ndarray) -> tuple[int, int]:
+    """Start and end index of the longest decreasing subsequence of the losses (fastai)."""
+    n = len(losses)
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+        if lds[max_end] < lds[i]:
+            max_end = i
+            max_start = max_end - lds[max_end]
+    return max(max_start, 0), max_end
+
+
+def steepest(
+    lrs: Iterable[float], losses: Iterable[float], skip_begin: int = 10, skip_end: int = 1
+) -> float | None:
+    """The LR where the loss falls fastest against log(LR) (Lightning's rule)."""
+    lrs, losses = _finite_prefix(lrs, losses)
+    lrs, losses = lrs[skip_begin : len(lrs) - skip_end], losses[skip_begin : len(losses) - skip_end]
+    if len(losses) < 3:
+        return None
+    return float(lrs[int(np.argmin(np.gradient(losses, np.log10(lrs))))])
+
+
+def minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
+    """A tenth of the LR at the lowest loss (the classic rule of thumb)."""
+    lrs, losses = _finite_prefix(lrs, losses)
+    if len(losses) < 2:
+        return None
+    return float(lrs[int(np.argmin(losses))] / 10)
+
+
+RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
+    "valley": valley,
+    "steepest": steepest,
+    "minimum": minimum,
+}
+
+
+def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = "valley") -> float | None:
+    """The suggested LR of a curve by `rule`, never above the LR at the lowest loss."""
+    lrs, losses = _finite_prefix(lrs, losses)
+    lr = RULES[rule](lrs, losses)
+    if lr is None or len(losses) == 0:
+        return lr
+    return float(min(lr, lrs[int(np.argmin(losses))]))
+
+
+def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float, float] | None:
+    """The LRs where the longest stretch of falling loss starts and ends: pick inside this range."""
+    lrs, losses = _finite_prefix(lrs, losses)
+    if len(losses) < 5:
+        return None
+    start, end = _longest_valley(losses)
+    return float(lrs[start]), float(lrs[end])
+
+
+# ----------------------------------------------------------------------------------------- the sweep
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _cycle(loader: Iterable) -> Iterator:
+    """Batches forever: a short loader is started again rather than cutting the sweep short."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training loader yields no batches")
+
+
+def range_test(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable,
+    loss_fn: Callable,
+    settings: LRFinder,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> RangeTest:
+    """Sweep the LR exponentially over `settings.num_steps` optimizer steps; restore everything after.
+
+    Every parameter group is scaled by one common factor, so the ratio between head and backbone LRs
+    (discriminative LRs) is kept; the largest group LR follows `start_lr` → `end_lr`. The model's
+    weights and buffers, the optimizer's state and all random generators are exactly what they were
+    before, whatever happens during the sweep.
+    """
+    device = torch.device(device)
+    result = RangeTest(rule=settings.suggestion)
+    weights = copy.deepcopy(model.state_dict())
+    opt_state = copy.deepcopy(optimizer.state_dict())
+    rng = _rng_state()
+    base = [g["lr"] for g in optimizer.param_groups]
+    reference = max(base)
+    ratio = settings.end_lr / settings.start_lr
+    scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    batches = _cycle(loader)
+    best = math.inf
+    avg = 0.0
+    started = time.time()
+    try:
+        model.train()
+        for step in range(settings.num_steps):
+            lr = settings.start_lr * ratio ** (step / max(settings.num_steps - 1, 1))
+            for group, group_lr in zip(optimizer.param_groups, base):
+                group["lr"] = group_lr * lr / reference
+            x, y = next(batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = loss_fn(model(x).float(), y)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            value = float(loss.detach())
+            avg = settings.smoothing * avg + (1 - settings.smoothing) * value
+            smooth = avg / (1 - settings.smoothing ** (step + 1))
+            result.lrs.append(lr)
+            result.losses.append(value)
+            result.smoothed.append(smooth)
+            if not math.isfinite(smooth) or smooth > settings.diverge * best:
+                result.stopped_early = step + 1 < settings.num_steps
+                break
+            best = min(best, smooth)
+    finally:
+        batches.close()
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(opt_state)
+        _set_rng_state(rng)
+        optimizer.zero_grad(set_to_none=True)
+    result.seconds = time.time() - started
+    result.suggestion = suggest(result.lrs, result.smoothed, settings.suggestion)
+    return result
+
+
+# -------------------------------------------------------------------------------------------- output
+
+
+def save_curve(result: RangeTest, csv_path: Path, png_path: Path, title: str = "") -> None:
+    """Write the curve as CSV (step, lr, loss, smoothed_loss) and a log-x plot with the suggestion."""
+    io.write_with(csv_path, lambda p: result.to_frame().to_csv(p, index=False))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
+    ax.plot(result.lrs, result.smoothed, label="smoothed loss")
+    if result.suggestion is not None:
+        ax.axvline(
+            result.suggestion, color="red", linestyle="--", label=f"suggestion {result.suggestion:.2e}"
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (head)")
+    ax.set_ylabel("loss")
+    finite = [v for v in result.smoothed if math.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(finite) * 0.95, min(max(finite), finite[0] * 2) * 1.05)
+    ax.set_title(title or "LR range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    io.write_with(png_path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
+def describe(result: RangeTest, stage: str) -> str:
+    """One line for the log: what the range test did, how long it took and what it suggests."""
+    lr = f"{result.suggestion:.2e}" if result.suggestion is not None else "none (curve too short)"
+    early = " (stopped early: the loss diverged)" if result.stopped_early else ""
+    return (
+        f"LR range test, stage {stage}: {len(result.lrs)} steps in {result.seconds:.1f} s{early}; "
+        f"suggested LR {lr}"
+    )
