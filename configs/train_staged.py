@@ -1,4 +1,7 @@
-"""The whole chain in one call: head on a frozen backbone, then the full network."""
+"""The whole chain in one call: LR range test → head on a frozen backbone → range test → full network.
+
+`lr="find"` runs an LR range test at the start of the stage and trains with its suggestion.
+"""
 
 from functools import partial
 
@@ -13,8 +16,8 @@ config = Config(
     model=Model(name="resnet34", pretrained=True),
     optimizer=partial(torch.optim.AdamW, lr=3e-4, weight_decay=1e-2),
     stages=[
-        Stage("head", epochs=3, freeze_backbone=True, lr=3e-3),
-        Stage("full", epochs=10, lr=3e-4, backbone_lr_scale=0.1),
+        Stage("head", epochs=3, freeze_backbone=True, lr="find"),
+        Stage("full", epochs=10, lr="find", backbone_lr_scale=0.1),
     ],
     save_top_k=5,
 )
