@@ -108,7 +108,7 @@ def steepest(
 def minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
     """A tenth of the LR at the lowest loss (the classic rule of thumb)."""
     lrs, losses = _finite_prefix(lrs, losses)
-    if len(losses) < 2:
+    if len(losses) < MIN_POINTS:
         return None
     return float(lrs[int(np.argmin(losses))] / 10)
 
@@ -120,13 +120,27 @@ RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
 }
 
 
+MIN_POINTS = 5
+
+
+def _lowest(losses: np.ndarray) -> int:
+    """Index of the lowest loss, ignoring the first tenth of the curve (a few raw, noisy points)."""
+    skip = max(1, len(losses) // 10)
+    return skip + int(np.argmin(losses[skip:]))
+
+
 def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = "valley") -> float | None:
-    """The suggested LR of a curve by `rule`, never above the LR at the lowest loss."""
+    """The suggested LR of a curve by `rule`, never above the LR at the lowest loss.
+
+    None when fewer than `MIN_POINTS` finite points are left: too short a curve to read.
+    """
     lrs, losses = _finite_prefix(lrs, losses)
+    if len(losses) < MIN_POINTS:
+        return None
     lr = RULES[rule](lrs, losses)
-    if lr is None or len(losses) == 0:
-        return lr
-    return float(min(lr, lrs[int(np.argmin(losses))]))
+    if lr is None:
+        return None
+    return float(min(lr, lrs[_lowest(losses)]))
 
 
 def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float, float] | None:
@@ -179,7 +193,8 @@ def range_test(
     """Sweep the LR exponentially over `settings.num_steps` optimizer steps; restore everything after.
 
     Every parameter group is scaled by one common factor, so the ratio between head and backbone LRs
-    (discriminative LRs) is kept; the largest group LR follows `start_lr` → `end_lr`. The model's
+    (discriminative LRs) is kept; the head's LR (the largest, without a group named 'head') follows
+    `start_lr` → `end_lr`. The model's
     weights and buffers, the optimizer's state and all random generators are exactly what they were
     before, whatever happens during the sweep.
     """
@@ -188,8 +203,10 @@ def range_test(
     weights = copy.deepcopy(model.state_dict())
     opt_state = copy.deepcopy(optimizer.state_dict())
     rng = _rng_state()
+    modes = {m: m.training for m in model.modules()}
     base = [g["lr"] for g in optimizer.param_groups]
-    reference = max(base)
+    head = [g["lr"] for g in optimizer.param_groups if str(g.get("name", "")).startswith("head")]
+    reference = head[0] if head else max(base)
     ratio = settings.end_lr / settings.start_lr
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
     batches = _cycle(loader)
@@ -230,6 +247,8 @@ def range_test(
         optimizer.load_state_dict(opt_state)
         _set_rng_state(rng)
         optimizer.zero_grad(set_to_none=True)
+        for m, training in modes.items():
+            m.training = training
     result.seconds = time.time() - started
     result.suggestion = suggest(result.lrs, result.smoothed, settings.suggestion)
     return result

@@ -305,6 +305,7 @@ def stage_range_test(
     loader = make_loader(run_.tables["train"], train_tf, config.data, train=True, seed=config.seed)
     kwargs = trainer_kwargs(config)
     device = "cuda" if _device_name(kwargs).startswith("cuda") else "cpu"
+    module.to(device)
     result = range_test(
         module, optimizer, loader, module.loss_fn, settings, device, _autocast_dtype(kwargs["precision"])
     )
