@@ -1,4 +1,4 @@
-"""The offline demo: head → full on posters composed from real MNIST digits (`python -m mlic.demo`).
+"""The offline demo: range test → head → range test → full on posters made of real MNIST digits.
 
 Run with `make demo`, or `ROOT_PATH=data/demo python train.py configs/demo.py`. The backbone starts from
 the stand-in for ImageNet weights that `python -m mlic.demo` pretrains on scikit-learn's digits.
@@ -32,8 +32,9 @@ config = Config(
     ),
     model=Model(name=MODEL, pretrained=os.path.join(ROOT_PATH, f"pretrained_{MODEL}.pth")),
     optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-2),
+    # lr="find": an LR range test at the start of each stage picks its LR (see README)
     stages=[
-        Stage("head", epochs=2, freeze_backbone=True, lr=3e-3),
-        Stage("full", epochs=4, lr=1e-3, backbone_lr_scale=0.3),
+        Stage("head", epochs=2, freeze_backbone=True, lr="find"),
+        Stage("full", epochs=4, lr="find", backbone_lr_scale=0.3),
     ],
 )

@@ -287,8 +287,8 @@ def test_the_synthetic_curve_is_what_the_tests_assume():
     assert CURVE[0] == CURVE[30] == 1.0
 
 
-@pytest.mark.parametrize("rule", [valley, steepest], ids=["valley", "steepest"])
-def test_valley_and_steepest_fall_inside_the_falling_stretch_below_the_minimum(rule):
+@pytest.mark.parametrize("rule", [valley, steepest, minimum], ids=["valley", "steepest", "minimum"])
+def test_every_rule_falls_inside_the_falling_stretch_below_the_minimum(rule):
     lr = rule(LRS, CURVE)
     assert lr is not None
     assert 1e-4 <= lr <= 1e-2
@@ -301,6 +301,10 @@ def test_steepest_finds_where_the_loss_falls_fastest():
 
 def test_minimum_is_a_tenth_of_the_lr_at_the_lowest_loss():
     assert minimum(LRS, CURVE) == LR_AT_MIN / 10
+
+
+def test_the_default_rule_is_minimum():
+    assert suggest(LRS, CURVE) == minimum(LRS, CURVE)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
@@ -360,13 +364,12 @@ def test_suggest_never_exceeds_the_lr_of_the_lowest_loss(rule, seed):
 
 
 @pytest.mark.parametrize("seed", [None, 0, 1, 2])
-def test_sensible_range_brackets_the_valley_suggestion(seed):
+def test_sensible_range_brackets_the_default_suggestion_below_the_minimum(seed):
     losses = CURVE if seed is None else CURVE + np.random.default_rng(seed).normal(0, 0.02, len(CURVE))
     low, high = sensible_range(LRS, losses)
-    assert low < high
-    assert low <= valley(LRS, losses) <= high
+    assert low < suggest(LRS, losses) < high < LRS[int(np.argmin(losses))]
     if seed is None:
-        assert 1e-5 <= low <= 1e-4 and high == LR_AT_MIN
+        assert (low, high) == (LR_AT_MIN / 30, LR_AT_MIN / 3)
 
 
 # ----------------------------------------------------------------------- --lr-find on the command line

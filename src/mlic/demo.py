@@ -42,6 +42,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mlic import io
+
 GENRES: list[str] = [
     "Drama", "Comedy", "Action", "Thriller", "Romance", "Horror", "Adventure", "Crime", "SciFi", "Western",
 ]  # fmt: skip
@@ -382,33 +384,13 @@ def pretrain_backbone(
         )
         model.reset_classifier(0)
         model = model.to(memory_format=torch.contiguous_format)
-        _atomic_torch_save(model.state_dict(), out_path)
+        io.save_torch(out_path, model.state_dict())
     finally:
         torch.set_num_threads(threads)
     return out_path
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path`` and move it into place."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ---------------------------------------------------------------------------------------------- building
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _params(
     seed: int, n_train: int, n_valid: int, n_test: int, model_name: str, pretrain_epochs: int
 ) -> dict:
@@ -481,7 +463,7 @@ def _make_posters(out: Path, params: dict) -> dict[str, pd.DataFrame]:
     shutil.rmtree(out / "Images", ignore_errors=True)
     os.replace(tmp_dir, out / "Images")
     for split, df in frames.items():
-        _atomic_write_text(out / f"{split}_df.csv", df.to_csv(index=False))
+        io.write_text(out / f"{split}_df.csv", df.to_csv(index=False))
     return frames
 
 
@@ -541,8 +523,8 @@ def build_demo(
     )
     if force or not same_weights or not weights.is_file():
         pretrain_backbone(model_name, weights, POSTER_SIZE, epochs=pretrain_epochs, seed=seed)
-    _atomic_write_text(out / "README.txt", _readme(params))
-    _atomic_write_text(out / MARKER, json.dumps(params, indent=2) + "\n")
+    io.write_text(out / "README.txt", _readme(params))
+    io.write_text(out / MARKER, json.dumps(params, indent=2) + "\n")
     print(_summary(frames, weights))
     return out
 

@@ -31,7 +31,7 @@ class LRFinder:
     num_steps: int = 100
     smoothing: float = 0.98
     diverge: float = 4.0
-    suggestion: Literal["valley", "steepest", "minimum"] = "valley"
+    suggestion: Literal["minimum", "steepest", "valley"] = "minimum"
 
 
 @dataclass
@@ -44,7 +44,7 @@ class RangeTest:
     suggestion: float | None = None
     stopped_early: bool = False
     seconds: float = 0.0
-    rule: str = "valley"
+    rule: str = "minimum"
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -66,6 +66,15 @@ def _finite_prefix(lrs: Iterable[float], losses: Iterable[float]) -> tuple[np.nd
     bad = np.flatnonzero(~np.isfinite(losses))
     end = int(bad[0]) if len(bad) else len(losses)
     return lrs[:end], losses[:end]
+
+
+MIN_POINTS = 5
+
+
+def _lowest(losses: np.ndarray) -> int:
+    """Index of the lowest loss, ignoring the first tenth of the curve (a few raw, noisy points)."""
+    skip = max(1, len(losses) // 10)
+    return skip + int(np.argmin(losses[skip:]))
 
 
 def valley(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
@@ -106,11 +115,11 @@ def steepest(
 
 
 def minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
-    """A tenth of the LR at the lowest loss (the classic rule of thumb)."""
+    """A tenth of the LR at the lowest loss (the classic rule of thumb; mlic's default)."""
     lrs, losses = _finite_prefix(lrs, losses)
     if len(losses) < MIN_POINTS:
         return None
-    return float(lrs[int(np.argmin(losses))] / 10)
+    return float(lrs[_lowest(losses)] / 10)
 
 
 RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
@@ -120,16 +129,7 @@ RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
 }
 
 
-MIN_POINTS = 5
-
-
-def _lowest(losses: np.ndarray) -> int:
-    """Index of the lowest loss, ignoring the first tenth of the curve (a few raw, noisy points)."""
-    skip = max(1, len(losses) // 10)
-    return skip + int(np.argmin(losses[skip:]))
-
-
-def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = "valley") -> float | None:
+def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = "minimum") -> float | None:
     """The suggested LR of a curve by `rule`, never above the LR at the lowest loss.
 
     None when fewer than `MIN_POINTS` finite points are left: too short a curve to read.
@@ -144,12 +144,12 @@ def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = "valley")
 
 
 def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float, float] | None:
-    """The LRs where the longest stretch of falling loss starts and ends: pick inside this range."""
+    """LRs to pick from: 30× to 3× below the LR of the lowest loss, around the default suggestion."""
     lrs, losses = _finite_prefix(lrs, losses)
-    if len(losses) < 5:
+    if len(losses) < MIN_POINTS:
         return None
-    start, end = _longest_valley(losses)
-    return float(lrs[start]), float(lrs[end])
+    lowest = float(lrs[_lowest(losses)])
+    return lowest / 30, lowest / 3
 
 
 # ----------------------------------------------------------------------------------------- the sweep

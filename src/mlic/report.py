@@ -130,8 +130,9 @@ def write_lr_report(
     """`report.md` of a range test (or its section in a training report)."""
     section = f"""## LR range test
 
-The suggestion is read off the smoothed loss by the rule named (`valley`: fastai's, the default) and is
-never above the LR of the lowest loss; the range is the longest stretch of falling loss.
+The suggestion is read off the smoothed loss by the rule named (`minimum`, the default: a tenth of the
+LR at the lowest loss) and is never above the LR of the lowest loss; the range runs from 30× to 3×
+below the LR of the lowest loss.
 
 {lr_table(results, suffixes)}
 
