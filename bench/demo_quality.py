@@ -47,7 +47,7 @@ def main() -> int:
     test = dict(zip(["split", "loss", "map", "auc", "f1_micro", "f1_macro"], cells))
     chance = chance_map(Path(args.data) / "test_df.csv")
     print(
-        f"\n| demo (head {best.get('stage')}) | test mAP {test['map']} | chance mAP {chance:.4f} | "
+        f"\n| demo (best epoch from stage {best.get('stage')}) | test mAP {test['map']} | chance mAP {chance:.4f} | "
         f"test AUC {test['auc']} | F1 micro {test['f1_micro']} | F1 macro {test['f1_macro']} | "
         f"train.py wall time {seconds:.0f} s |"
     )
