@@ -71,7 +71,8 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         loss = self.loss_fn(self.model(x), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
-        self._train_loss[0] += float(loss.detach()) * len(x)
+        # kept as a tensor: converting every step would make a GPU wait for each batch
+        self._train_loss[0] = self._train_loss[0] + loss.detach() * len(x)
         self._train_loss[1] += len(x)
         return loss
 
@@ -82,8 +83,9 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self.model(x).float()
         loss = self.loss_fn(logits, y)
+        # kept on the device until the epoch ends, so the loop never waits on a copy to the CPU
         self._outputs.setdefault(split, []).append(
-            (torch.sigmoid(logits).detach().cpu(), y.detach().cpu(), loss.detach().cpu() * len(x))
+            (torch.sigmoid(logits).detach(), y.detach(), loss.detach() * len(x))
         )
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -104,16 +106,17 @@ class ClassifierModule(L.LightningModule):
         targets = torch.cat([o[1] for o in outputs])
         loss_sum = torch.stack([o[2] for o in outputs]).sum()
         if self.trainer.world_size > 1:
-            probs = self.all_gather(probs.to(self.device)).flatten(0, 1).cpu()
-            targets = self.all_gather(targets.to(self.device)).flatten(0, 1).cpu()
-            loss_sum = self.all_gather(loss_sum.to(self.device)).sum().cpu()
+            probs = self.all_gather(probs).flatten(0, 1)
+            targets = self.all_gather(targets).flatten(0, 1)
+            loss_sum = self.all_gather(loss_sum).sum()
+        probs, targets = probs.float().cpu(), targets.float().cpu()
         metrics = {"loss": float(loss_sum) / len(targets)}
         metrics.update(multilabel_metrics(probs.numpy(), targets.numpy(), self.threshold))
         values = {f"{split}/{k}": v for k, v in metrics.items()}
         self.log_dict(values, prog_bar=split == "valid")
         self.epoch_summary.update(values)
         if self._train_loss[1]:
-            self.epoch_summary["train/loss"] = self._train_loss[0] / self._train_loss[1]
+            self.epoch_summary["train/loss"] = float(self._train_loss[0]) / self._train_loss[1]
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("valid")
