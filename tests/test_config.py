@@ -278,3 +278,24 @@ def test_cli_debug_shows_the_traceback(cli):
     assert "Traceback" in result.stderr
     assert "ConfigError" in result.stderr
     assert "did you mean 'batch_size'?" in result.stderr
+
+
+def test_set_reaches_dict_fields_and_optimizer_keywords(tmp_path):
+    from mlic.config import apply_override
+
+    config = load_config(FIXTURES / "tiny.py")
+    apply_override(config, "trainer.precision=bf16-mixed")
+    apply_override(config, "optimizer.lr=0.01")
+    apply_override(config, "model.kwargs.drop_path_rate=0.1")
+    assert config.trainer["precision"] == "bf16-mixed"
+    assert config.optimizer.keywords["lr"] == 0.01
+    assert config.model.kwargs == {"drop_path_rate": 0.1}
+
+
+def test_saved_copy_is_read_at_load_time_so_rerunning_it_in_place_works(tmp_path):
+    copy = tmp_path / "experiments" / "tiny" / "config.py"
+    copy.parent.mkdir(parents=True)
+    copy.write_text((FIXTURES / "tiny.py").read_text())
+    config = load_config(copy)
+    copy.parent.rename(tmp_path / "moved_aside")  # what a rerun does before writing the new copy
+    assert 'experiment_name="tiny"' in config_copy_text(config)

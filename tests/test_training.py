@@ -220,3 +220,21 @@ def test_rerun_keeps_the_earlier_run(dataset):
     run(config)
     earlier = [p for p in Path("experiments").iterdir() if p.name.startswith("again.")]
     assert len(earlier) == 1 and (earlier[0] / "metrics.csv").read_text() == first
+
+
+def test_lightning_ckpt_with_another_class_count_recreates_the_head(dataset, caplog):
+    run(tiny_config(dataset, "first", stages=[Stage("head", epochs=1, freeze_backbone=True)]))
+    ckpt = sorted(Path("experiments/first/checkpoints").glob("*.ckpt"))[0]
+    saved = torch.load(ckpt, weights_only=False)
+    saved["state_dict"]["model.fc.weight"] = saved["state_dict"]["model.fc.weight"][:2]
+    saved["state_dict"]["model.fc.bias"] = saved["state_dict"]["model.fc.bias"][:2]
+    torch.save(saved, "two_classes.ckpt")
+    config = tiny_config(
+        dataset,
+        "from_ckpt",
+        stages=[Stage("full", epochs=1)],
+        model=Model(name="test_resnet", pretrained=False, checkpoint="two_classes.ckpt"),
+    )
+    with caplog.at_level("WARNING", logger="mlic"):
+        run(config)
+    assert "head is re-created" in caplog.text

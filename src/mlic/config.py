@@ -324,7 +324,8 @@ def apply_override(config: Config, assignment: str) -> None:
     """Apply one `--set key.sub=value` (value parsed as a Python literal, else kept as a string).
 
     List items are reached by position or by name: `stages.0.epochs=3`, `stages[0].epochs=3` or
-    `stages.full.epochs=3`.
+    `stages.full.epochs=3`; dict fields and partials by key: `trainer.precision=bf16-mixed`,
+    `optimizer.lr=1e-2`.
     """
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. --set data.batch_size=32")
@@ -339,6 +340,16 @@ def apply_override(config: Config, assignment: str) -> None:
             if last:
                 target[index] = _parse_value(text)
             target = target[index]
+            continue
+        if isinstance(target, dict) or isinstance(target, partial):
+            # dict fields (trainer, model.kwargs) and partials (optimizer, scheduler) take any key
+            mapping = target if isinstance(target, dict) else target.keywords
+            if last:
+                mapping[part] = _parse_value(text)
+                continue
+            if part not in mapping:
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth]) or 'config'} has no key {part!r}")
+            target = mapping[part]
             continue
         names = [f.name for f in fields(target)] if is_dataclass(target) else []
         if part not in names:
@@ -426,6 +437,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
         apply_override(config, assignment)
     validate(config, str(path))
     config.source_path = path  # type: ignore[attr-defined]
+    config.source_text = path.read_text(encoding="utf-8")  # type: ignore[attr-defined]
     config.overrides = list(overrides)  # type: ignore[attr-defined]
     return config
 
@@ -436,7 +448,8 @@ def config_copy_text(config: Config) -> str:
     if path is None:
         lines = pprint.pformat(config, width=100).splitlines()
         return "# config built in Python, not from a file:\n" + "".join(f"# {line}\n" for line in lines)
-    text = path.read_text(encoding="utf-8")
+    # read when the config was loaded: the file may be the copy inside a folder a rerun moves aside
+    text = getattr(config, "source_text", None) or path.read_text(encoding="utf-8")
     overrides = getattr(config, "overrides", [])
     if overrides:
         text += "\n# --set overrides given on the command line:\nfrom mlic.config import apply_override\n\n"

@@ -122,16 +122,27 @@ def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list
             f"set model.name={saved_name!r} or pick a checkpoint of {model_name!r}"
         )
     saved_classes = meta.get("classes")
+    if saved_classes is None:
+        # a Lightning .ckpt or a bare state dict: no class list, so only the head's shape can tell
+        own = model.state_dict()
+        head = _head_keys(model)
+        if any(k in state and state[k].shape != own[k].shape for k in head):
+            saved_classes = ["?"]  # another class count: re-create the head below
+        else:
+            log.warning(
+                "model.checkpoint %s records no class list: its head is loaded as is, assuming the same "
+                "classes in the same order as classes.json",
+                path,
+            )
     if saved_classes is None or list(saved_classes) == list(classes):
         _load_into(model, state, path, "model.checkpoint", keep_head=True)
         log.info("started from %s (all weights, head included)", path)
         return
     _load_into(model, state, path, "model.checkpoint", keep_head=False)
     log.warning(
-        "model.checkpoint %s has %d classes, this run %d (or another order): the head is re-created, "
+        "model.checkpoint %s has other classes than this run (%d here): the head is re-created, "
         "the backbone comes from the checkpoint",
         path,
-        len(saved_classes),
         len(classes),
     )
 
