@@ -322,3 +322,18 @@ def test_cli_checkpoint_of_another_architecture_exits_2_before_training(cli):
     assert "'test_efficientnet'" in stderr
     assert "'test_resnet'" in stderr
     assert_nothing_trained(folder, "other_arch")
+
+
+def test_an_augmentation_that_returns_no_image_stops_before_training(dataset):
+    config = tiny_config(dataset, "bad_aug")
+    config.data.augmentations = lambda image: None
+    with pytest.raises(ConfigError, match="'data.augmentations' returned NoneType"):
+        run(config)
+    assert not Path("experiments/bad_aug/metrics.csv").exists()
+
+
+def test_an_augmentation_that_returns_floats_is_refused(dataset):
+    config = tiny_config(dataset, "float_aug")
+    config.data.augmentations = lambda image: image.astype("float32") / 255
+    with pytest.raises(ConfigError, match="float32 array"):
+        run(config)

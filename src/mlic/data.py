@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from mlic.config import Data
-from mlic.errors import DataError
+from mlic.errors import ConfigError, DataError
 
 try:  # albumentations is a dependency, but `augmentations=` accepts any callable on an HxWx3 uint8 array
     import albumentations as A
@@ -235,8 +235,21 @@ class ImageTransform:
         if self.augmentations is None:
             return image
         if isinstance(self.augmentations, _ALBU_TYPES):
-            return self.augmentations(image=image)["image"]
-        return np.asarray(self.augmentations(image))
+            out = self.augmentations(image=image)["image"]
+        else:
+            out = self.augmentations(image)
+        if not (
+            isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+        ):
+            got = (
+                f"{out.dtype} array of shape {out.shape}"
+                if isinstance(out, np.ndarray)
+                else type(out).__name__
+            )
+            raise ConfigError(
+                f"field 'data.augmentations' returned {got}; it must return an HxWx3 uint8 RGB array"
+            )
+        return out
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         image = self._resize(self._augment(self._resize(image)))

@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from mlic import io
 from mlic.config import Config, Stage, config_copy_text
-from mlic.data import ImageTransform, LabelTable, make_loader, read_splits
+from mlic.data import ImageTransform, LabelTable, make_loader, read_rgb, read_splits
 from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
 from mlic.models import Preprocessing, create_model, head_parameter_names, load_checkpoint, preprocessing
 from mlic.module import ClassifierModule, current_lrs
@@ -216,6 +216,8 @@ def build_loaders(
     d = config.data
     plain = ImageTransform(prep.img_size, prep.mean, prep.std, None, prep.interpolation)
     train_tf = ImageTransform(prep.img_size, prep.mean, prep.std, d.augmentations, prep.interpolation)
+    # one image through the train transform now, so a broken augmentation stops before training
+    copy.deepcopy(train_tf)(read_rgb(str(tables["train"].paths[0])))
     loaders = {"train": make_loader(tables["train"], train_tf, d, train=True, seed=config.seed)}
     for split in ("valid", "test"):
         if split in tables:
