@@ -1,6 +1,6 @@
 """mlic: multi-label image classification from plain-Python configs, on Lightning + timm."""
 
-from mlic.config import Config, Data, Model, Stage, env_path, load_config
+from mlic.config import SWA, Config, Data, Model, Stage, env_path, load_config
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
 from mlic.lr_finder import LRFinder
 
@@ -10,6 +10,7 @@ __all__ = [
     "Model",
     "Stage",
     "LRFinder",
+    "SWA",
     "env_path",
     "load_config",
     "MlicError",

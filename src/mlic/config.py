@@ -91,6 +91,31 @@ class Stage:
     backbone_lr_scale: float = 1.0
 
 
+@dataclass
+class SWA:
+    """Checkpoint averaging (`swa.py`) and, optionally, an EMA of the weights kept while training.
+
+    `swa.py` averages the `top_k` best checkpoints of `stage` by the config's `monitor` (5 when neither
+    `top_k` nor `last_k` is set), or its `last_k` epochs; then it re-estimates BatchNorm statistics
+    (`update_bn`). With `ema_decay` set, training keeps an exponential moving average of the weights
+    during `stage` and writes it as `model.ema.pth`.
+    """
+
+    top_k: int | None = None
+    last_k: int | None = None
+    stage: str | None = None
+    update_bn: bool = True
+    ema_decay: float | None = None
+
+    @property
+    def k(self) -> int:
+        return self.last_k or self.top_k or 5
+
+    @property
+    def selection(self) -> str:
+        return "last" if self.last_k else "top"
+
+
 def _default_optimizer() -> Callable:
     return partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-2)
 
@@ -124,6 +149,7 @@ class Config:
     trainer: dict = field(default_factory=dict)
     output_dir: str = "experiments"
     lr_finder: LRFinder | None = None
+    swa: SWA = field(default_factory=SWA)
 
     def resolved_stages(self) -> list[Stage]:
         """The stages to run; a config without `stages` is one full stage of `epochs`."""
@@ -134,6 +160,16 @@ class Config:
         if self.monitor_mode:
             return self.monitor_mode
         return "min" if self.monitor.endswith("loss") else "max"
+
+    def swa_stage(self) -> str:
+        """The stage whose checkpoints `swa.py` averages (and whose EMA is kept): by default the last."""
+        return self.swa.stage or self.resolved_stages()[-1].name
+
+    def kept_checkpoints(self, stage: str) -> int:
+        """How many checkpoints `stage` keeps: `save_top_k`, or more when SWA wants more."""
+        if stage == self.swa_stage():
+            return max(self.save_top_k, self.swa.k)
+        return self.save_top_k
 
     @property
     def experiment_dir(self) -> Path:
@@ -240,6 +276,26 @@ def _check_lr_finder(finder: LRFinder, name: str, where: str) -> None:
         raise ConfigError(f"{where}: field '{name}.diverge' must be above 1, got {finder.diverge}")
 
 
+def _check_swa(config: Config, where: str) -> None:
+    swa = config.swa
+    if swa.top_k is not None and swa.last_k is not None:
+        raise ConfigError(f"{where}: field 'swa' sets both top_k and last_k; set one of them")
+    for name in ("top_k", "last_k"):
+        value = getattr(swa, name)
+        if value is not None and value < 2:
+            raise ConfigError(f"{where}: field 'swa.{name}' must be at least 2 (an average of one is itself)")
+    names = [s.name for s in config.resolved_stages()]
+    if swa.stage is not None and swa.stage not in names:
+        hint = difflib.get_close_matches(swa.stage, names, n=1)
+        hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ConfigError(
+            f"{where}: field 'swa.stage' is {swa.stage!r}, which is not a stage of this config{hint_text}; "
+            f"stages: {', '.join(names)}"
+        )
+    if swa.ema_decay is not None and not 0 < swa.ema_decay < 1:
+        raise ConfigError(f"{where}: field 'swa.ema_decay' must be between 0 and 1, got {swa.ema_decay}")
+
+
 def validate(config: Config, where: str = "config") -> Config:
     """Check types and values of every field; raise ConfigError naming the first wrong one."""
     if not isinstance(config, Config):
@@ -297,6 +353,7 @@ def validate(config: Config, where: str = "config") -> Config:
         _check_lr_finder(config.lr_finder, "lr_finder", where)
     if config.save_top_k < 1:
         raise ConfigError(f"{where}: field 'save_top_k' must be at least 1, got {config.save_top_k}")
+    _check_swa(config, where)
     return config
 
 
@@ -383,7 +440,15 @@ def _explain_type_error(exc: TypeError) -> str:
     if not match:
         return f"TypeError: {exc}"
     cls_name, arg = match.groups()
-    cls = {"Config": Config, "Data": Data, "Model": Model, "Stage": Stage, "LRFinder": LRFinder}.get(cls_name)
+    classes = {
+        "Config": Config,
+        "Data": Data,
+        "Model": Model,
+        "Stage": Stage,
+        "LRFinder": LRFinder,
+        "SWA": SWA,
+    }
+    cls = classes.get(cls_name)
     if cls is None:
         return f"TypeError: {exc}"
     names = [f.name for f in fields(cls)]
@@ -463,6 +528,7 @@ __all__ = [
     "Data",
     "Model",
     "Stage",
+    "SWA",
     "env_path",
     "load_config",
     "validate",

@@ -124,6 +124,19 @@ class ClassifierModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # what swa.py needs to rank and order checkpoints without reading metrics.csv
+        metrics = {
+            k: float(v)
+            for k, v in self.trainer.callback_metrics.items()
+            if getattr(v, "numel", lambda: 0)() == 1
+        }
+        checkpoint["mlic"] = {
+            "stage": self.stage.name if self.stage else "",
+            "epoch": self.trainer.current_epoch + 1,
+            "metrics": metrics,
+        }
+
     # -------------------------------------------------------------------------------------- optimizer
 
     def build_optimizer(self) -> torch.optim.Optimizer:

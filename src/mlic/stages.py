@@ -73,6 +73,59 @@ class AtomicModelCheckpoint(ModelCheckpoint):
                 logger.after_save_checkpoint(proxy(self))
 
 
+def model_file(
+    model: torch.nn.Module, config: Config, classes: list[str], prep: Preprocessing, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """The plain-dict model file (`model.best.pth` and its kin): loadable with `weights_only=True`."""
+    return {
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model_name": config.model.name,
+        "classes": list(classes),
+        "img_size": list(prep.img_size),
+        "normalization": {
+            "mean": list(prep.mean),
+            "std": list(prep.std),
+            "interpolation": prep.interpolation,
+        },
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+    }
+
+
+class EMARecorder(Callback):
+    """An exponential moving average of the weights during one stage, written as `model.ema.pth`.
+
+    Uses `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn`; BatchNorm buffers are
+    averaged too (`use_buffers=True`), so the EMA model needs no BatchNorm re-estimation.
+    """
+
+    def __init__(self, recorder: ExperimentRecorder, decay: float) -> None:
+        self.recorder = recorder
+        self.decay = decay
+        self.ema: torch.optim.swa_utils.AveragedModel | None = None
+
+    def on_train_start(self, trainer: L.Trainer, module: ClassifierModule) -> None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        self.ema = AveragedModel(
+            module.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
+        )
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: ClassifierModule, *args: Any) -> None:
+        assert self.ema is not None
+        self.ema.update_parameters(module.model)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:
+        if self.ema is None or not trainer.is_global_zero:
+            return
+        row = dict(self.recorder.rows[-1]) if self.recorder.rows else {}
+        row = {k: v for k, v in row.items() if k in ("stage", "epoch", "step")}
+        row["ema_decay"] = self.decay
+        file = model_file(
+            self.ema.module, self.recorder.config, self.recorder.classes, self.recorder.prep, row
+        )
+        io.save_torch(self.recorder.exp_dir / "model.ema.pth", file)
+
+
 class ExperimentRecorder(Callback):
     """Writes `metrics.csv` every epoch and `model.best.pth` whenever the monitored metric improves."""
 
@@ -90,19 +143,7 @@ class ExperimentRecorder(Callback):
         self._epoch_start = time.time()
 
     def model_file(self, module: ClassifierModule, metrics: dict[str, Any]) -> dict[str, Any]:
-        """The plain-dict model file: loadable with `torch.load(weights_only=True)`."""
-        return {
-            "state_dict": {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()},
-            "model_name": self.config.model.name,
-            "classes": list(self.classes),
-            "img_size": list(self.prep.img_size),
-            "normalization": {
-                "mean": list(self.prep.mean),
-                "std": list(self.prep.std),
-                "interpolation": self.prep.interpolation,
-            },
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
-        }
+        return model_file(module.model, self.config, self.classes, self.prep, metrics)
 
     def _improved(self, value: float) -> bool:
         if value is None or math.isnan(value):
@@ -161,15 +202,21 @@ def _device_name(kwargs: dict[str, Any]) -> str:
 
 
 def _make_trainer(config: Config, stage: Stage, exp_dir: Path, recorder: ExperimentRecorder) -> L.Trainer:
+    swa_stage = stage.name == config.swa_stage()
+    # with swa.last_k the SWA stage keeps its last k epochs ("epoch" is a metric ModelCheckpoint knows)
+    keep_last = swa_stage and config.swa.selection == "last"
     checkpoint = AtomicModelCheckpoint(
         dirpath=exp_dir / "checkpoints",
         filename=f"{stage.name}-epoch{{epoch:02d}}",
-        monitor=config.monitor,
-        mode=config.resolved_monitor_mode(),
-        save_top_k=config.save_top_k,
+        monitor="epoch" if keep_last else config.monitor,
+        mode="max" if keep_last else config.resolved_monitor_mode(),
+        save_top_k=config.kept_checkpoints(stage.name),
         auto_insert_metric_name=False,
     )
-    callbacks = [recorder, checkpoint, LearningRateMonitor(logging_interval="epoch"), *config.callbacks]
+    callbacks = [recorder, checkpoint, LearningRateMonitor(logging_interval="epoch")]
+    if swa_stage and config.swa.ema_decay is not None:
+        callbacks.append(EMARecorder(recorder, config.swa.ema_decay))
+    callbacks += config.callbacks
     logger = CSVLogger(save_dir=str(exp_dir), name="logs", version=stage.name)
     return L.Trainer(
         max_epochs=stage.epochs,
@@ -228,9 +275,10 @@ def build_loaders(
 def format_table(results: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table of metrics, one row per split."""
     columns = ["loss", "map", "auc", "f1_micro", "f1_macro"]
-    lines = [f"{'split':<8}" + "".join(f"{c:>10}" for c in columns)]
+    width = max([8, *(len(split) + 2 for split in results)])
+    lines = [f"{'split':<{width}}" + "".join(f"{c:>10}" for c in columns)]
     for split, values in results.items():
-        lines.append(f"{split:<8}" + "".join(f"{values.get(c, float('nan')):>10.4f}" for c in columns))
+        lines.append(f"{split:<{width}}" + "".join(f"{values.get(c, float('nan')):>10.4f}" for c in columns))
     return "\n".join(lines)
 
 

@@ -1,0 +1,72 @@
+"""Average a trained experiment's checkpoints: `ROOT_PATH=/data/posters python swa.py configs/train_full.py`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "config",
+        help="the config that trained the experiment (or the experiment folder, which holds its copy)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set data.batch_size=32 (repeatable)",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--top-k", type=int, metavar="K", help="average the K best checkpoints (by monitor)")
+    which.add_argument("--last-k", type=int, metavar="K", help="average the checkpoints of the last K epochs")
+    which.add_argument("--checkpoints", nargs="+", metavar="FILE", help="average exactly these files")
+    parser.add_argument(
+        "--stage", help="whose checkpoints to average (default: swa.stage, else the last stage)"
+    )
+    parser.add_argument(
+        "--no-update-bn", action="store_true", help="keep the averaged BatchNorm statistics as they are"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from mlic.cli import run_cli, setup_logging
+
+    setup_logging()
+
+    def _run() -> int:
+        from mlic.config import load_config
+        from mlic.errors import ConfigError
+        from mlic.swa import run_swa
+
+        path = Path(args.config)
+        if path.is_dir():
+            path = path / "config.py"
+        for name in ("top_k", "last_k"):
+            value = getattr(args, name)
+            if value is not None and value < 2:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 2, got {value}")
+        config = load_config(path, args.overrides)
+        selection = "top" if args.top_k else "last" if args.last_k else None
+        run_swa(
+            config,
+            checkpoints=args.checkpoints,
+            selection=selection,
+            k=args.top_k or args.last_k,
+            stage=args.stage,
+            update_bn=False if args.no_update_bn else None,
+        )
+        return 0
+
+    return run_cli(_run, args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
