@@ -104,7 +104,9 @@ def test_rerunning_swa_replaces_its_report_section(trained):
     finally:
         os.environ.pop("ROOT_PATH", None)
         os.chdir(old)
-    report = (trained / "experiments" / "swa_tiny" / "report.md").read_text()
+    exp_dir = trained / "experiments" / "swa_tiny"
+    assert len(list(exp_dir.glob("model.swa.*.pth"))) >= 1  # earlier averages are set aside, not overwritten
+    report = (exp_dir / "report.md").read_text()
     assert report.count(SECTION) == 1
     assert "the last 2 epochs of stage `full`" in report and "not re-estimated" in report
     assert report.index("## Epochs") < report.index(SECTION)  # training's sections are kept

@@ -102,6 +102,7 @@ class EMARecorder(Callback):
         self.recorder = recorder
         self.decay = decay
         self.ema: torch.optim.swa_utils.AveragedModel | None = None
+        self._step = -1
 
     def on_train_start(self, trainer: L.Trainer, module: ClassifierModule) -> None:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -111,7 +112,10 @@ class EMARecorder(Callback):
         )
 
     def on_train_batch_end(self, trainer: L.Trainer, module: ClassifierModule, *args: Any) -> None:
-        assert self.ema is not None
+        # once per optimizer step (with gradient accumulation, not every batch is one)
+        if self.ema is None or trainer.global_step == self._step:
+            return
+        self._step = trainer.global_step
         self.ema.update_parameters(module.model)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:

@@ -331,7 +331,10 @@ def run_swa(
     metrics.update(
         {f"{split}/{name}": v for split, values in swa_results.items() for name, v in values.items()}
     )
-    io.save_torch(exp_dir / "model.swa.pth", model_file(module.model, config, classes, prep, metrics))
+    out = exp_dir / "model.swa.pth"
+    if out.exists():  # an earlier average is kept, not overwritten
+        log.warning("the earlier model.swa.pth was moved to %s", io.set_aside(out).name)
+    io.save_torch(out, model_file(module.model, config, classes, prep, metrics))
 
     module.model.load_state_dict(best["state_dict"])
     for split, values in evaluate(module, config, loaders, ["valid", "test"]).items():
