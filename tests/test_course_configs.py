@@ -17,7 +17,8 @@ CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py") if p.name not in {"b
 def test_shipped_config_loads_with_root_path(path, monkeypatch, tmp_path):
     monkeypatch.setenv("ROOT_PATH", str(tmp_path))
     monkeypatch.chdir(REPO)  # as in README: configs are run from the repository root
-    monkeypatch.delitem(sys.modules, "configs.base", raising=False)
+    for name in [m for m in sys.modules if m == "configs" or m.startswith("configs.")]:
+        monkeypatch.delitem(sys.modules, name)  # as in a fresh process: ROOT_PATH is read again
     config = load_config(path)
     assert config.experiment_name == path.stem
     assert str(config.data.root) == str(tmp_path)

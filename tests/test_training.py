@@ -238,3 +238,46 @@ def test_lightning_ckpt_with_another_class_count_recreates_the_head(dataset, cap
     with caplog.at_level("WARNING", logger="mlic"):
         run(config)
     assert "head is re-created" in caplog.text
+
+
+def _best_model_probs(exp_dir: Path, dataset: Path, init: Path, split: str):
+    """Probabilities of model.best.pth on `split`, computed outside the training loop."""
+    config = _staged_config(dataset, init)
+    tables = read_splits(config.data)
+    saved = torch.load(exp_dir / "model.best.pth", weights_only=True)
+    model = timm.create_model("test_resnet", num_classes=len(CLASSES))
+    model.load_state_dict(saved["state_dict"])
+    norm = saved["normalization"]
+    transform = ImageTransform(tuple(saved["img_size"]), norm["mean"], norm["std"])
+    loader = make_loader(tables[split], transform, config.data, train=False)
+    return predict_probs(model, loader), tables[split].targets.astype(int), saved
+
+
+def test_logged_map_and_f1_agree_with_scikit_learn(staged_run):
+    from sklearn.metrics import average_precision_score, f1_score
+
+    exp_dir, dataset, init = staged_run
+    probs, targets, saved = _best_model_probs(exp_dir, dataset, init, "valid")
+    logged = saved["metrics"]  # what the training loop computed and logged for that epoch
+    assert abs(logged["valid/map"] - average_precision_score(targets, probs, average="macro")) < 1e-6
+    preds = (probs >= 0.5).astype(int)
+    assert abs(logged["valid/f1_micro"] - f1_score(targets, preds, average="micro", zero_division=0)) < 1e-6
+    assert abs(logged["valid/f1_macro"] - f1_score(targets, preds, average="macro", zero_division=0)) < 1e-6
+
+
+def test_thresholds_are_tuned_on_valid_and_reported_per_class(staged_run):
+    from sklearn.metrics import f1_score
+
+    exp_dir, dataset, init = staged_run
+    thresholds = json.loads((exp_dir / "thresholds.json").read_text())
+    assert list(thresholds) == CLASSES and all(0 <= t <= 1 for t in thresholds.values())
+    probs, targets, _ = _best_model_probs(exp_dir, dataset, init, "valid")
+    tuned = (probs >= [thresholds[c] for c in CLASSES]).astype(int)
+    for c in range(len(CLASSES)):  # per class, never below the global threshold on the split tuned on
+        assert f1_score(targets[:, c], tuned[:, c]) >= f1_score(targets[:, c], (probs[:, c] >= 0.5))
+    report = (exp_dir / "report.md").read_text()
+    assert "| valid | " in report and "f1_macro_tuned" in report
+    assert "## Per class" in report and "| class | train support | valid support | test support |" in report
+    for name in CLASSES:
+        assert f"| {name} | " in report
+    assert (exp_dir / "per_class_ap.png").read_bytes()[:4] == b"\x89PNG"

@@ -37,3 +37,64 @@ def multilabel_metrics(probs: np.ndarray, targets: np.ndarray, threshold: float 
         "f1_micro": float(f1_score(targets, preds, average="micro", zero_division=0)),
         "f1_macro": float(f1_score(targets, preds, average="macro", zero_division=0)),
     }
+
+
+def f1_at(probs: np.ndarray, targets: np.ndarray, thresholds: float | np.ndarray) -> dict[str, float]:
+    """F1 micro and macro with one threshold, or one per class (an array of length C)."""
+    preds = (np.asarray(probs) >= np.asarray(thresholds, dtype=np.float64)).astype(int)
+    targets = np.asarray(targets).astype(int)
+    return {
+        "f1_micro": float(f1_score(targets, preds, average="micro", zero_division=0)),
+        "f1_macro": float(f1_score(targets, preds, average="macro", zero_division=0)),
+    }
+
+
+def best_f1_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5) -> tuple[float, float]:
+    """The threshold that maximises one class's F1 (predicting positive when prob >= threshold), and that F1.
+
+    Every distinct probability is a candidate (F1 only changes there); the threshold returned is the
+    midpoint between the chosen probability and the next lower one, so it does not sit on a sample.
+    Among equal F1s the highest threshold wins (fewer false positives). A class without positives
+    keeps `default`.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets).astype(int)
+    positives = int(targets.sum())
+    if positives == 0:
+        return default, float("nan")
+    order = np.argsort(-probs, kind="stable")
+    p, t = probs[order], targets[order]
+    tp = np.cumsum(t)
+    predicted = np.arange(1, len(p) + 1)
+    # only the last index of each run of equal probabilities is a threshold one can actually set
+    last_of_value = np.r_[p[1:] != p[:-1], True]
+    f1 = np.where(last_of_value, 2 * tp / (predicted + positives), -1.0)
+    best = int(np.argmax(f1))  # first maximum = highest threshold
+    lower = p[best + 1] if best + 1 < len(p) else 0.0
+    return float((p[best] + lower) / 2), float(f1[best])
+
+
+def tune_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per-class thresholds that maximise each class's F1 on (usually) the valid split."""
+    return np.array(
+        [best_f1_threshold(probs[:, c], targets[:, c], default)[0] for c in range(targets.shape[1])]
+    )
+
+
+def per_class(
+    probs: np.ndarray, targets: np.ndarray, thresholds: float | np.ndarray
+) -> list[dict[str, float]]:
+    """Support, average precision and F1 of every class at `thresholds`."""
+    targets = np.asarray(targets).astype(int)
+    preds = (np.asarray(probs) >= np.asarray(thresholds, dtype=np.float64)).astype(int)
+    rows = []
+    for c in range(targets.shape[1]):
+        has_pos = targets[:, c].sum() > 0
+        rows.append(
+            {
+                "support": int(targets[:, c].sum()),
+                "ap": float(average_precision_score(targets[:, c], probs[:, c])) if has_pos else float("nan"),
+                "f1": float(f1_score(targets[:, c], preds[:, c], zero_division=0)),
+            }
+        )
+    return rows

@@ -44,6 +44,8 @@ class ClassifierModule(L.LightningModule):
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         self._train_loss = [0.0, 0]
         self.epoch_summary: dict[str, float] = {}
+        # (probabilities, targets) of the last evaluation of each split, for thresholds and per-class tables
+        self.last_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # ----------------------------------------------------------------------------------------- stage
 
@@ -110,6 +112,7 @@ class ClassifierModule(L.LightningModule):
             targets = self.all_gather(targets).flatten(0, 1)
             loss_sum = self.all_gather(loss_sum).sum()
         probs, targets = probs.float().cpu(), targets.float().cpu()
+        self.last_outputs[split] = (probs.numpy(), targets.numpy())
         metrics = {"loss": float(loss_sum) / len(targets)}
         metrics.update(multilabel_metrics(probs.numpy(), targets.numpy(), self.threshold))
         values = {f"{split}/{k}": v for k, v in metrics.items()}

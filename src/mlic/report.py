@@ -15,6 +15,43 @@ from mlic import io  # noqa: E402
 from mlic.config import Config  # noqa: E402
 
 COLUMNS = ["loss", "map", "auc", "f1_micro", "f1_macro"]
+TUNED = ["f1_micro_tuned", "f1_macro_tuned"]
+
+
+def plot_per_class_ap(rows: list[dict[str, Any]], path: Path) -> str | None:
+    """Horizontal bars of per-class AP (test, else valid); returns the split plotted."""
+    split = (
+        "test"
+        if any("test AP" in r for r in rows)
+        else "valid"
+        if any("valid AP" in r for r in rows)
+        else None
+    )
+    if split is None:
+        return None
+    names = [r["class"] for r in rows]
+    values = [r.get(f"{split} AP", float("nan")) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
+    ax.barh(range(len(rows)), values, color="tab:blue")
+    ax.set_yticks(range(len(rows)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"average precision ({split})")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return split
+
+
+def per_class_table(rows: list[dict[str, Any]]) -> str:
+    """The per-class rows as a Markdown table."""
+    columns = list(pd.DataFrame(rows).columns)
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for row in rows:
+        cells = [f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
@@ -44,10 +81,11 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """Metrics as a Markdown table, one row per split."""
-    lines = ["| split | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    """Metrics as a Markdown table, one row per split (tuned-threshold F1s when present)."""
+    columns = COLUMNS + [c for c in TUNED if any(c in v for v in results.values())]
+    lines = ["| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for split, values in results.items():
-        cells = " | ".join(f"{values.get(c, float('nan')):.4f}" for c in COLUMNS)
+        cells = " | ".join(f"{values.get(c, float('nan')):.4f}" for c in columns)
         lines.append(f"| {split} | {cells} |")
     return "\n".join(lines)
 
@@ -72,16 +110,35 @@ def write_report(
     best_row: dict[str, Any] | None,
     results: dict[str, dict[str, float]],
     train_time: float,
+    classes_table: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write `report.md` (and `curves.png`) into the experiment folder."""
+    """Write `report.md` (and `curves.png`, `per_class_ap.png`) into the experiment folder."""
     if rows:
         plot_curves(rows, exp_dir / "curves.png")
+    per_class_text = ""
+    if classes_table:
+        split = plot_per_class_ap(classes_table, exp_dir / "per_class_ap.png")
+        tuned = any("threshold" in r for r in classes_table)
+        per_class_text = "\n## Per class\n\n" + (
+            "`threshold` is each class's threshold tuned for F1 on valid (saved in `thresholds.json`); "
+            "`F1 tuned` uses it. "
+            if tuned
+            else ""
+        )
+        per_class_text += f"AP is per class, support counts positives.\n\n{per_class_table(classes_table)}\n"
+        if split:
+            per_class_text += f"\n![per-class AP on {split}](per_class_ap.png)\n"
     stages = ", ".join(
         f"{s.name} ({s.epochs} epoch{'s' if s.epochs != 1 else ''}"
         f"{', backbone frozen' if s.freeze_backbone else ''})"
         for s in config.resolved_stages()
     )
     best = f"stage `{best_row['stage']}`, epoch {best_row['epoch']}" if best_row else "none"
+    tuned_note = (
+        "\n`*_tuned`: F1 with per-class thresholds tuned on valid (`thresholds.json`), so valid's is optimistic.\n"
+        if any(TUNED[0] in v for v in results.values())
+        else ""
+    )
     text = f"""# {config.experiment_name}
 
 - model: `{config.model.name}`, {len(classes)} classes: {", ".join(classes)}
@@ -92,6 +149,7 @@ def write_report(
 ## Best model
 
 {markdown_table(results)}
+{tuned_note}{per_class_text}
 
 ## Training curves
 

@@ -14,6 +14,7 @@ from typing import Any
 from weakref import proxy
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
@@ -23,6 +24,7 @@ from mlic import io
 from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_rgb, read_splits
 from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
+from mlic.metrics import f1_at, per_class, tune_thresholds
 from mlic.models import Preprocessing, create_model, head_parameter_names, load_checkpoint, preprocessing
 from mlic.module import ClassifierModule, current_lrs
 from mlic.report import write_lr_report, write_report
@@ -276,13 +278,66 @@ def build_loaders(
     return loaders
 
 
+TUNED = ("f1_micro_tuned", "f1_macro_tuned")
+
+
+def apply_thresholds(
+    exp_dir: Path,
+    config: Config,
+    classes: list[str],
+    outputs: dict[str, Any],
+    results: dict[str, dict[str, float]],
+) -> np.ndarray | None:
+    """Tune per-class thresholds on valid, save `thresholds.json`, add tuned F1s to `results`."""
+    if "valid" not in outputs:
+        return None
+    probs, targets = outputs["valid"]
+    thresholds = tune_thresholds(probs, targets, config.threshold)
+    io.write_json(exp_dir / "thresholds.json", {c: round(float(t), 6) for c, t in zip(classes, thresholds)})
+    for split, (probs, targets) in outputs.items():
+        if split in results:
+            tuned = f1_at(probs, targets, thresholds)
+            results[split].update({f"{k}_tuned": v for k, v in tuned.items()})
+    return thresholds
+
+
+def per_class_rows(
+    classes: list[str],
+    tables: dict[str, LabelTable],
+    outputs: dict[str, Any],
+    threshold: float,
+    thresholds: np.ndarray | None,
+) -> list[dict[str, Any]]:
+    """One row per class: support per split, AP on valid and test, test F1 at the global and tuned thresholds."""
+    rows: list[dict[str, Any]] = [{"class": c} for c in classes]
+    for split, table in tables.items():
+        for row, n in zip(rows, table.targets.sum(0)):
+            row[f"{split} support"] = int(n)
+    for split, (probs, targets) in outputs.items():
+        for row, stats in zip(rows, per_class(probs, targets, threshold)):
+            row[f"{split} AP"] = stats["ap"]
+    last = "test" if "test" in outputs else "valid" if "valid" in outputs else None
+    if last:
+        probs, targets = outputs[last]
+        for row, stats in zip(rows, per_class(probs, targets, threshold)):
+            row[f"{last} F1 @{threshold:g}"] = stats["f1"]
+        if thresholds is not None:
+            for row, stats, t in zip(rows, per_class(probs, targets, thresholds), thresholds):
+                row[f"{last} F1 tuned"] = stats["f1"]
+                row["threshold"] = float(t)
+    return rows
+
+
 def format_table(results: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table of metrics, one row per split."""
     columns = ["loss", "map", "auc", "f1_micro", "f1_macro"]
+    columns += [c for c in TUNED if any(c in values for values in results.values())]
     width = max([8, *(len(split) + 2 for split in results)])
-    lines = [f"{'split':<{width}}" + "".join(f"{c:>10}" for c in columns)]
+    widths = [max(10, len(c) + 2) for c in columns]
+    lines = [f"{'split':<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
     for split, values in results.items():
-        lines.append(f"{split:<{width}}" + "".join(f"{values.get(c, float('nan')):>10.4f}" for c in columns))
+        cells = "".join(f"{values.get(c, float('nan')):>{w}.4f}" for c, w in zip(columns, widths))
+        lines.append(f"{split:<{width}}" + cells)
     return "\n".join(lines)
 
 
@@ -312,6 +367,8 @@ def prepare(config: Config) -> Prepared:
     exp_dir.mkdir(parents=True, exist_ok=True)
     io.write_text(exp_dir / "config.py", config_copy_text(config))
     io.write_json(exp_dir / "classes.json", classes)
+    if hasattr(config.loss, "setup"):  # e.g. BCEWithLogitsLoss(pos_weight="auto") reads the train labels
+        config.loss.setup(tables["train"].targets)
     module = ClassifierModule(
         model,
         config.loss,
@@ -458,7 +515,12 @@ def run(config: Config, lr_find: bool = False) -> Path:
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     module.model.load_state_dict(best["state_dict"])
     results = evaluate(module, config, loaders, ["valid", "test"])
-    write_report(exp_dir, config, run_.classes, recorder.rows, recorder.best_row, results, train_time)
+    outputs = {s: module.last_outputs[s] for s in results if s in module.last_outputs}
+    thresholds = apply_thresholds(exp_dir, config, run_.classes, outputs, results)
+    classes_table = per_class_rows(run_.classes, run_.tables, outputs, config.threshold, thresholds)
+    write_report(
+        exp_dir, config, run_.classes, recorder.rows, recorder.best_row, results, train_time, classes_table
+    )
     if range_tests:
         write_lr_report(exp_dir, config, range_tests, suffixes, append=True)
     print(
@@ -466,5 +528,9 @@ def run(config: Config, lr_find: bool = False) -> Path:
         f"{best['metrics'].get('stage')}, epoch {best['metrics'].get('epoch')}"
     )
     print(format_table(results))
+    if thresholds is not None:
+        print(
+            f"(*_tuned: F1 with the per-class thresholds tuned on valid, saved in {exp_dir / 'thresholds.json'})"
+        )
     print(f"\nexperiment folder: {exp_dir}")
     return exp_dir

@@ -266,6 +266,8 @@ def run_swa(
             f"{config.model.name!r}; run swa.py with the config that trained {exp_dir}"
         )
     tables = read_splits(config.data)
+    if hasattr(config.loss, "setup"):  # as in training: pos_weight="auto" reads the train labels
+        config.loss.setup(tables["train"].targets)
     if tables["train"].classes != classes:
         raise DataError(
             f"the classes of {config.data.train} ({', '.join(tables['train'].classes)}) are not those the "
