@@ -22,6 +22,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run only the LR range test, for every stage of the config (no training)",
     )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="train nothing: evaluate a model file of the experiment on the valid split and print the metrics",
+    )
+    parser.add_argument("--test", action="store_true", help="the same on the test split")
+    parser.add_argument(
+        "--weights",
+        help="with --validate/--test: the model file (in the experiment folder, or a path); default model.best.pth",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return parser.parse_args(argv)
 
@@ -34,9 +44,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def _run() -> int:
         from mlic.config import load_config
-        from mlic.stages import run
+        from mlic.errors import ConfigError
+        from mlic.stages import run, run_evaluate
 
-        run(load_config(args.config, args.overrides), lr_find=args.lr_find)
+        if sum([args.lr_find, args.validate, args.test]) > 1:
+            raise ConfigError("use one of --lr-find, --validate and --test at a time")
+        if args.weights and not (args.validate or args.test):
+            raise ConfigError("--weights goes with --validate or --test")
+        config = load_config(args.config, args.overrides)
+        if args.validate or args.test:
+            run_evaluate(config, "test" if args.test else "valid", args.weights)
+        else:
+            run(config, lr_find=args.lr_find)
         return 0
 
     return run_cli(_run, args.debug)

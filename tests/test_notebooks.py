@@ -56,3 +56,38 @@ def test_lrf_notebook_plots_every_stage_of_an_experiment(lrf_experiment):
         o["data"]["text/plain"] for o in outputs if "suggested_lr" in o.get("data", {}).get("text/plain", "")
     )
     assert "head" in table and "full" in table
+
+
+def test_to_script_notebook_exports_and_predicts_with_plain_torch(tmp_path_factory):
+    base = tmp_path_factory.mktemp("to_script")
+    dataset = make_dataset(base / "data")
+    config_file = base / "config.py"
+    config_file.write_text(
+        "from mlic import Config, Data, Model, Stage, env_path\n"
+        "config = Config(experiment_name='tiny_ts', output_dir=" + repr(str(base / "experiments")) + ",\n"
+        "    data=Data(root=env_path('ROOT_PATH'), img_size=(32, 32), batch_size=8, num_workers=0),\n"
+        "    model=Model(name='test_resnet', pretrained=False), stages=[Stage('full', epochs=1)],\n"
+        "    trainer=dict(accelerator='cpu', enable_progress_bar=False, enable_model_summary=False))\n"
+    )
+    from mlic.config import load_config
+
+    os.environ["ROOT_PATH"] = str(dataset)
+    try:
+        exp_dir = run(load_config(config_file))
+    finally:
+        os.environ.pop("ROOT_PATH", None)
+    notebook = execute(
+        "to-script.ipynb",
+        {
+            "MLIC_EXPERIMENT": exp_dir.name,
+            "MLIC_EXPERIMENTS_DIR": str(exp_dir.parent),
+            "ROOT_PATH": str(dataset),
+        },
+    )
+    assert (exp_dir / "model.ts").is_file()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    table = next(
+        o["data"]["text/plain"] for o in outputs if "predicted" in o.get("data", {}).get("text/plain", "")
+    )
+    assert "Action" in table and "Drama" in table

@@ -12,7 +12,12 @@ from mlic.errors import MlicError
 def setup_logging() -> None:
     """Readable INFO logs for mlic; quieter third-party chatter."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for noisy in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "onnx_ir",
+        "onnxscript",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

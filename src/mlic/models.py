@@ -241,3 +241,52 @@ def parameter_groups(
             }
         )
     return groups
+
+
+@dataclass
+class ModelFile:
+    """A model file (`model.best.pth`, `model.swa.pth`, ...) rebuilt as a ready-to-run eval-mode model."""
+
+    model: nn.Module
+    model_name: str
+    classes: list[str]
+    prep: Preprocessing
+    threshold: float
+    metrics: dict[str, Any]
+
+
+def load_model_file(path: Path) -> ModelFile:
+    """Rebuild the timm model a mlic model file describes and load its weights (nothing is downloaded)."""
+    path = Path(path)
+    state, meta = _read_state_dict(path, "model file")
+    missing = [k for k in ("model_name", "classes", "img_size", "normalization") if k not in meta]
+    if missing:
+        raise CheckpointError(
+            f"model file {path} is not a mlic model file (it has no {', '.join(missing)}); use the "
+            f"model.best.pth, model.last.pth or model.swa.pth of an experiment"
+        )
+    kwargs = dict(meta.get("model_kwargs") or {})
+    try:
+        model = timm.create_model(
+            meta["model_name"], pretrained=False, num_classes=len(meta["classes"]), **kwargs
+        )
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(
+            f"model file {path} cannot be loaded into {meta['model_name']!r}: {e}"
+        ) from None
+    norm = meta["normalization"]
+    prep = Preprocessing(
+        tuple(meta["img_size"]),
+        tuple(norm["mean"]),
+        tuple(norm["std"]),
+        norm.get("interpolation", "bilinear"),
+    )
+    return ModelFile(
+        model.eval(),
+        meta["model_name"],
+        list(meta["classes"]),
+        prep,
+        float(meta.get("threshold", 0.5)),
+        dict(meta.get("metrics", {})),
+    )

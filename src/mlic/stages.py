@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
@@ -23,9 +24,17 @@ from lightning.pytorch.loggers import CSVLogger
 from mlic import io
 from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_rgb, read_splits
+from mlic.errors import CheckpointError, ConfigError, DataError
 from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
 from mlic.metrics import f1_at, per_class, tune_thresholds
-from mlic.models import Preprocessing, create_model, head_parameter_names, load_checkpoint, preprocessing
+from mlic.models import (
+    Preprocessing,
+    create_model,
+    head_parameter_names,
+    load_checkpoint,
+    load_model_file,
+    preprocessing,
+)
 from mlic.module import ClassifierModule, current_lrs
 from mlic.report import write_lr_report, write_report
 
@@ -90,7 +99,17 @@ def model_file(
             "interpolation": prep.interpolation,
         },
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+        # what rebuilding the model and thresholding its output need, without the config
+        "model_kwargs": {k: v for k, v in config.model.kwargs.items() if _plain(v)},
+        "threshold": config.threshold,
     }
+
+
+def _plain(value: Any) -> bool:
+    """True for values `torch.load(weights_only=True)` reads back: numbers, strings and lists of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 class EMARecorder(Callback):
@@ -292,8 +311,9 @@ def apply_thresholds(
     if "valid" not in outputs:
         return None
     probs, targets = outputs["valid"]
-    thresholds = tune_thresholds(probs, targets, config.threshold)
-    io.write_json(exp_dir / "thresholds.json", {c: round(float(t), 6) for c, t in zip(classes, thresholds)})
+    # rounded as saved, so that whoever reads thresholds.json later gets exactly these numbers
+    thresholds = np.round(tune_thresholds(probs, targets, config.threshold), 6)
+    io.write_json(exp_dir / "thresholds.json", {c: float(t) for c, t in zip(classes, thresholds)})
     for split, (probs, targets) in outputs.items():
         if split in results:
             tuned = f1_at(probs, targets, thresholds)
@@ -461,6 +481,59 @@ def run_lr_find(config: Config) -> Path:
         print(describe(result, name))
     print(f"\nexperiment folder: {run_.exp_dir}")
     return run_.exp_dir
+
+
+def read_thresholds(exp_dir: Path, classes: list[str]) -> np.ndarray | None:
+    """The per-class thresholds of `thresholds.json`, in class order, or None when there is none."""
+    path = exp_dir / "thresholds.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    missing = [c for c in classes if c not in saved]
+    if missing:
+        raise DataError(f"{path} has no threshold for {', '.join(missing)}; retrain or delete it")
+    return np.array([float(saved[c]) for c in classes])
+
+
+def run_evaluate(
+    config: Config, split: str, weights: str | Path | None = None
+) -> dict[str, dict[str, float]]:
+    """Evaluate a model file of the experiment (default `model.best.pth`) on `split`; print the table."""
+    exp_dir = config.experiment_dir
+    path = Path(weights) if weights is not None else exp_dir / "model.best.pth"
+    if weights is not None and not path.is_file() and (exp_dir / path).is_file():
+        path = exp_dir / path
+    if not path.is_file():
+        raise CheckpointError(
+            f"model file {path} does not exist; train the experiment first or pass --weights FILE"
+        )
+    mf = load_model_file(path)
+    tables = read_splits(config.data)
+    if split not in tables:
+        raise ConfigError(f"the config has no {split} split (data.{split} is None)")
+    if tables["train"].classes != mf.classes:
+        raise DataError(
+            f"{path} was trained on the classes {', '.join(mf.classes)}, but {config.data.train} has "
+            f"{', '.join(tables['train'].classes)}"
+        )
+    if hasattr(config.loss, "setup"):
+        config.loss.setup(tables["train"].targets)
+    prep = mf.prep
+    plain = ImageTransform(prep.img_size, prep.mean, prep.std, None, prep.interpolation)
+    loaders = {split: make_loader(tables[split], plain, config.data, train=False)}
+    module = ClassifierModule(
+        mf.model, config.loss, config.optimizer, config.scheduler, threshold=config.threshold
+    )
+    results = evaluate(module, config, loaders, [split])
+    thresholds = read_thresholds(exp_dir, mf.classes)
+    if thresholds is not None and split in module.last_outputs:
+        probs, targets = module.last_outputs[split]
+        results[split].update({f"{k}_tuned": v for k, v in f1_at(probs, targets, thresholds).items()})
+    print(f"\n{config.experiment_name}: {path} on {split} ({len(tables[split])} images)")
+    print(format_table(results))
+    if thresholds is not None:
+        print(f"(*_tuned: F1 with the per-class thresholds of {exp_dir / 'thresholds.json'})")
+    return results
 
 
 def run(config: Config, lr_find: bool = False) -> Path:

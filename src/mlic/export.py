@@ -1,0 +1,260 @@
+"""Export a trained model with its preprocessing inside: TorchScript, torch.export and ONNX, each checked.
+
+The exported module takes a batch of uint8 RGB images, N×H×W×3 at the training size, and returns
+per-class probabilities: layout, dtype, normalisation and the sigmoid are inside, so a deployment needs
+nothing from this project. Resizing stays outside (any library resizes; the interpolation to use is
+written to `export.json`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlic import io
+from mlic.data import ImageTransform, read_rgb
+from mlic.errors import CheckpointError, ConfigError, MlicError
+from mlic.models import ModelFile, load_model_file
+
+log = logging.getLogger("mlic")
+
+FILES = {"torchscript": "model.ts", "export": "model.pt2", "onnx": "model.onnx"}
+TOLERANCE = {"torchscript": 1e-5, "export": 1e-5, "onnx": 1e-4}
+
+
+class ExportError(MlicError):
+    """An exported model does not give the eager model's answers (or could not be written)."""
+
+
+class Deployable(nn.Module):
+    """uint8 RGB images N×H×W×3 → per-class probabilities N×C (the model's normalisation inside)."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.model = model
+        # the same arithmetic as mlic.data.ImageTransform: (pixel - 255·mean) / (255·std)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        return torch.sigmoid(self.model((x - self.mean) / self.std).float())
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+def check_batch(mf: ModelFile, paths: Sequence[Path], n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` readable images of `paths`: resized uint8 N×H×W×3, and the eager input (normalised)."""
+    transform = ImageTransform(mf.prep.img_size, mf.prep.mean, mf.prep.std, None, mf.prep.interpolation)
+    raw, normalised = [], []
+    for path in paths:
+        try:
+            image = read_rgb(str(path))
+        except MlicError:
+            continue
+        raw.append(transform._resize(image))
+        normalised.append(transform(image))
+        if len(raw) == n:
+            break
+    if not raw:
+        raise ConfigError("no readable image to check the export on; pass --images DIR with a few images")
+    return torch.from_numpy(np.stack(raw)), torch.stack(normalised)
+
+
+def eager_probabilities(mf: ModelFile, normalised: torch.Tensor) -> np.ndarray:
+    """What mlic itself computes for these images: the timm model, then the sigmoid."""
+    with torch.no_grad():
+        return torch.sigmoid(mf.model.eval()(normalised).float()).numpy()
+
+
+# ----------------------------------------------------------------------------------------- formats
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters warn (TorchScript is deprecated) and print progress; keep the CLI readable."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(_io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _write(fmt: str, module: Deployable, example: torch.Tensor, path: Path) -> None:
+    with _quiet(), torch.no_grad():
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(module, example), str(path))
+        elif fmt == "export":
+            program = torch.export.export(
+                module, (example,), dynamic_shapes={"images": {0: torch.export.Dim.AUTO}}
+            )
+            torch.export.save(program, str(path))
+        else:
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                input_names=["images"],
+                output_names=["probabilities"],
+                dynamic_shapes={"images": {0: torch.export.Dim.AUTO}},
+                dynamo=True,
+                verbose=False,
+            )
+
+
+def run_exported(fmt: str, path: Path, images: torch.Tensor) -> np.ndarray:
+    """Load an exported file the way a deployment would and run it on uint8 images."""
+    with _quiet(), torch.no_grad():
+        if fmt == "torchscript":
+            return torch.jit.load(str(path)).eval()(images).numpy()
+        if fmt == "export":
+            return torch.export.load(str(path)).module()(images).numpy()
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"images": images.numpy()})[0]
+
+
+def export_checked(fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.ndarray, path: Path) -> float:
+    """Write `fmt` to `path` only if, loaded back, it matches `reference` within the tolerance.
+
+    The file is written under a temporary name and renamed into place after the check; a failed check
+    deletes it and raises ExportError saying by how much it differed. Returns the largest difference.
+    """
+    module = Deployable(mf.model, mf.prep.mean, mf.prep.std).eval()
+    example = images[: min(2, len(images))]  # traced on 2 images, checked on all: the batch stays dynamic
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        _write(fmt, module, example, tmp)
+        got = run_exported(fmt, tmp, images)
+        diff = float(np.abs(got.astype(np.float64) - reference).max())
+        if not diff <= TOLERANCE[fmt]:
+            raise ExportError(
+                f"{fmt} export differs from the eager model by {diff:.2e} on {len(images)} images "
+                f"(tolerance {TOLERANCE[fmt]:.0e}); {path.name} was not kept"
+            )
+        os.replace(tmp, path)
+        return diff
+    except ExportError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an exporter failure is reported with the format
+        raise ExportError(f"{fmt} export of {mf.model_name} failed: {type(e).__name__}: {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------- experiment
+
+
+def image_paths(exp_dir: Path, images: Path | None) -> list[Path]:
+    """Images to check an export on: `images` (a folder), else the valid split of the experiment's config."""
+    if images is not None:
+        if not images.is_dir():
+            raise ConfigError(f"--images {images} is not a folder")
+        return sorted(
+            p for p in images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+        )
+    from mlic.config import load_config
+    from mlic.data import read_table
+
+    config_path = exp_dir / "config.py"
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        raise ConfigError(
+            f"cannot read the validation images through {config_path} ({e}); set what it needs "
+            f"(usually ROOT_PATH) or pass --images DIR"
+        ) from None
+    d = config.data
+    return [Path(p) for p in read_table(Path(d.root) / d.valid, d).paths]
+
+
+def thresholds_for(exp_dir: Path, mf: ModelFile) -> dict[str, float]:
+    """Per-class thresholds: `thresholds.json` when the experiment has one, else the global threshold."""
+    path = exp_dir / "thresholds.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return {c: float(saved.get(c, mf.threshold)) for c in mf.classes}
+    return {c: mf.threshold for c in mf.classes}
+
+
+def export_experiment(
+    exp_dir: Path,
+    weights: str | Path = "model.best.pth",
+    formats: Sequence[str] = ("torchscript", "export", "onnx"),
+    images: Path | None = None,
+    num_check: int = 16,
+) -> dict[str, Path]:
+    """Export `weights` of an experiment to each format (checked against eager) and write `export.json`."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise CheckpointError(f"experiment folder {exp_dir} does not exist")
+    weights_path = Path(weights) if Path(weights).is_file() else exp_dir / weights
+    mf = load_model_file(weights_path)
+    formats = list(formats)
+    if "onnx" in formats and not onnx_available():
+        if len(formats) == 1:
+            raise ConfigError("ONNX export needs the onnx extra: pip install -e '.[onnx]'")
+        log.warning("onnx, onnxscript or onnxruntime is not installed: skipping model.onnx")
+        formats.remove("onnx")
+    uint8, normalised = check_batch(mf, image_paths(exp_dir, images), num_check)
+    reference = eager_probabilities(mf, normalised)
+    written: dict[str, Path] = {}
+    report: dict[str, Any] = {}
+    for fmt in formats:
+        start = time.time()
+        path = exp_dir / FILES[fmt]
+        diff = export_checked(fmt, mf, uint8, reference, path)
+        written[fmt] = path
+        report[FILES[fmt]] = {"format": fmt, "max_abs_diff": diff, "tolerance": TOLERANCE[fmt]}
+        log.info(
+            "%s: %s, max |exported - eager| = %.1e on %d images (%.1f s)",
+            fmt,
+            path,
+            diff,
+            len(uint8),
+            time.time() - start,
+        )
+    h, w = mf.prep.img_size
+    io.write_json(
+        exp_dir / "export.json",
+        {
+            "weights": weights_path.name,
+            "model_name": mf.model_name,
+            "input": {
+                "dtype": "uint8",
+                "layout": "NHWC",
+                "channels": "RGB",
+                "height": h,
+                "width": w,
+                "resize_interpolation": mf.prep.interpolation,
+            },
+            "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
+            "classes": mf.classes,
+            "thresholds": thresholds_for(exp_dir, mf),
+            "files": report,
+            "checked_on_images": len(uint8),
+        },
+    )
+    return written
