@@ -126,3 +126,24 @@ def assert_nothing_trained(folder: Path, name: str) -> None:
     assert not (exp_dir / "metrics.csv").exists()
     assert not (exp_dir / "checkpoints").exists()
     assert not list(exp_dir.glob("*.pth"))
+
+
+def train_from_file(folder: Path, config_text: str) -> Path:
+    """As a user would: a dataset in `folder/data`, `folder/config.py` reading ROOT_PATH, trained from
+    `folder`; returns the experiment folder. ROOT_PATH and the working directory are restored after."""
+    from mlic.config import load_config
+    from mlic.stages import run
+
+    make_dataset(folder / "data")
+    (folder / "config.py").write_text(config_text)
+    old_cwd, old_root = os.getcwd(), os.environ.get("ROOT_PATH")
+    os.chdir(folder)
+    os.environ["ROOT_PATH"] = str(folder / "data")
+    try:
+        return folder / run(load_config(folder / "config.py"))
+    finally:
+        os.chdir(old_cwd)
+        if old_root is None:
+            os.environ.pop("ROOT_PATH", None)
+        else:
+            os.environ["ROOT_PATH"] = old_root

@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_user_error, make_dataset
+from conftest import REPO, assert_user_error, train_from_file
 
-from mlic.config import load_config
 from mlic.data import ImageTransform, read_rgb
 from mlic.export import FILES, TOLERANCE, ExportError, export_experiment, run_exported
 from mlic.models import load_model_file
-from mlic.stages import run
 
 CONFIG = """
 from mlic import Config, Data, Model, Stage, env_path
@@ -37,16 +35,7 @@ config = Config(
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny experiment (non-square 32×40 input) trained from a config file, as a user would."""
     folder = tmp_path_factory.mktemp("export")
-    make_dataset(folder / "data")
-    (folder / "config.py").write_text(CONFIG)
-    old = os.getcwd()
-    os.chdir(folder)
-    os.environ["ROOT_PATH"] = str(folder / "data")
-    try:
-        run(load_config(folder / "config.py"))
-    finally:
-        os.environ.pop("ROOT_PATH", None)
-        os.chdir(old)
+    train_from_file(folder, CONFIG)
     return folder
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import CLASSES, REPO, assert_user_error, make_dataset
+from conftest import CLASSES, REPO, assert_user_error, make_dataset, train_from_file
 
 from mlic import CheckpointError, Model
 from mlic.config import load_config
@@ -45,16 +45,7 @@ def _swa(folder: Path, *args: str) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny experiment trained once: head 1 epoch, full 4 epochs, the 3 best full checkpoints kept."""
     folder = tmp_path_factory.mktemp("swa")
-    make_dataset(folder / "data")
-    (folder / "config.py").write_text(CONFIG)
-    old = os.getcwd()
-    os.chdir(folder)
-    try:
-        os.environ["ROOT_PATH"] = str(folder / "data")
-        run(load_config(folder / "config.py"))
-    finally:
-        os.environ.pop("ROOT_PATH", None)
-        os.chdir(old)
+    train_from_file(folder, CONFIG)
     return folder
 
 

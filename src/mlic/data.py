@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,17 +39,26 @@ class LabelTable:
         return len(self.ids)
 
 
-def _read_csv(path: Path, id_column: str) -> pd.DataFrame:
+def read_csv_file(path: Path, what: str, missing_hint: str, dtype: Any = None) -> pd.DataFrame:
+    """A CSV with a header and at least one row, or one DataError sentence naming `what` and the file."""
     if not path.is_file():
-        raise DataError(f"label table {path} does not exist; check data.root and the split's file name")
+        state = "is not a file" if path.exists() else "does not exist"
+        raise DataError(f"{what} {path} {state}; {missing_hint}")
     try:
-        df = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False)
+        df = pd.read_csv(path, dtype=dtype, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        raise DataError(f"label table {path} is empty; it needs a header and one row per image") from None
+        raise DataError(f"{what} {path} is empty; it needs a header and one row per image") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"label table {path} is not a readable CSV: {e}") from None
+        raise DataError(f"{what} {path} is not a readable CSV: {e}") from None
     if len(df) == 0:
-        raise DataError(f"label table {path} has a header but no rows; it needs one row per image")
+        raise DataError(f"{what} {path} has a header but no rows; it needs one row per image")
+    return df
+
+
+def _read_csv(path: Path, id_column: str) -> pd.DataFrame:
+    df = read_csv_file(
+        path, "label table", "check data.root and the split's file name", dtype={id_column: str}
+    )
     if id_column not in df.columns:
         raise DataError(
             f"label table {path} has no '{id_column}' column (columns: {', '.join(map(str, df.columns))}); "

@@ -57,13 +57,16 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
 
 
 def set_aside(path: Path) -> Path:
-    """Rename an existing file to `<stem>.<date-time><suffix>` (never over another) and return the new path."""
+    """Rename an existing file to `<stem>.<date-time><suffix>` (a folder to `<name>.<date-time>`), never
+    over another, and return the new path."""
     path = Path(path)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
-    target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    # a folder gets the stamp at the end of its name, a file before its extension
+    stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
+    target = path.with_name(f"{stem}.{stamp}{suffix}")
     n = 1
     while target.exists():
-        target = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
+        target = path.with_name(f"{stem}.{stamp}-{n}{suffix}")
         n += 1
     path.rename(target)
     return target

@@ -21,7 +21,7 @@ import torch
 
 from mlic import io
 from mlic.cli import run_cli, setup_logging
-from mlic.data import ImageTransform, read_rgb
+from mlic.data import ImageTransform, read_csv_file, read_rgb
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
 from mlic.models import ModelFile, load_model_file
 
@@ -97,18 +97,6 @@ def list_folder(folder: Path) -> list[Path]:
     return images
 
 
-def _read_input_csv(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"CSV {path} is empty; it needs a header and one row per image") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"CSV {path} is not a readable CSV: {e}") from None
-    if len(df) == 0:
-        raise DataError(f"CSV {path} has a header but no rows; it needs one row per image")
-    return df
-
-
 def _pick_column(df: pd.DataFrame, path: Path, column: str | None) -> str:
     columns = [str(c) for c in df.columns]
     if column is None:
@@ -145,7 +133,7 @@ def list_csv(
     path = Path(path)
     if images_dir is not None and not Path(images_dir).is_dir():
         raise DataError(f"--images-dir {images_dir} is not a folder")
-    df = _read_input_csv(path)
+    df = read_csv_file(path, "CSV", "pass a folder of images or a CSV of image paths", dtype=str)
     name = _pick_column(df, path, column)
     values = [str(v).strip() for v in df[name].tolist()]
     empty = [i for i, v in enumerate(values) if not v]

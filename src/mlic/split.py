@@ -31,7 +31,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from mlic.cli import run_cli
 from mlic.config import Data
-from mlic.data import _genre_targets, _onehot_targets
+from mlic.data import _genre_targets, _onehot_targets, read_csv_file
 from mlic.errors import DataError, MlicError
 from mlic.io import atomic_path
 
@@ -109,17 +109,7 @@ def split_table(
 
 def _read_frame(path: Path, id_column: str) -> pd.DataFrame:
     """The table as strings-for-ids, checked for a usable, non-empty and unique id column."""
-    if not path.is_file():
-        state = "is not a file" if path.exists() else "does not exist"
-        raise DataError(f"input table {path} {state}; pass the label table's path with --csv")
-    try:
-        df = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"input table {path} is empty; it needs a header and one row per image") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"input table {path} is not a readable CSV: {e}") from None
-    if len(df) == 0:
-        raise DataError(f"input table {path} has a header but no rows; it needs one row per image")
+    df = read_csv_file(path, "input table", "pass the label table's path with --csv", dtype={id_column: str})
     if id_column not in df.columns:
         raise DataError(
             f"input table {path} has no '{id_column}' column (columns: {', '.join(map(str, df.columns))}); "

@@ -210,14 +210,7 @@ class ExperimentRecorder(Callback):
 def _set_aside_previous_run(exp_dir: Path) -> None:
     """A rerun never overwrites an earlier run: its folder is renamed with a timestamp."""
     if exp_dir.is_dir() and any(exp_dir.iterdir()):
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(exp_dir.stat().st_mtime))
-        target = exp_dir.with_name(f"{exp_dir.name}.{stamp}")
-        n = 1
-        while target.exists():
-            target = exp_dir.with_name(f"{exp_dir.name}.{stamp}-{n}")
-            n += 1
-        exp_dir.rename(target)
-        log.warning("an earlier run of %s was moved to %s", exp_dir.name, target)
+        log.warning("an earlier run of %s was moved to %s", exp_dir.name, io.set_aside(exp_dir))
 
 
 def _device_name(kwargs: dict[str, Any]) -> str:
