@@ -44,14 +44,22 @@ def plot_per_class_ap(rows: list[dict[str, Any]], path: Path) -> str | None:
     return split
 
 
-def per_class_table(rows: list[dict[str, Any]]) -> str:
-    """The per-class rows as a Markdown table."""
+def rows_table(rows: list[dict[str, Any]], float_format: str) -> str:
+    """Dict rows as a Markdown table, columns in first-seen order, floats as `float_format`."""
     columns = list(pd.DataFrame(rows).columns)
     lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for row in rows:
-        cells = [f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        cells = [
+            format(row[c], float_format) if isinstance(row.get(c), float) else str(row.get(c, ""))
+            for c in columns
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def per_class_table(rows: list[dict[str, Any]]) -> str:
+    """The per-class rows as a Markdown table."""
+    return rows_table(rows, ".3f")
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
@@ -94,12 +102,7 @@ def epochs_table(rows: list[dict[str, Any]]) -> str:
     """metrics.csv as a Markdown table."""
     if not rows:
         return "(no epochs ran)"
-    columns = list(pd.DataFrame(rows).columns)
-    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
-    for row in rows:
-        cells = [f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return rows_table(rows, ".4g")
 
 
 def write_report(
