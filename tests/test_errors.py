@@ -18,7 +18,7 @@ from conftest import (
     tiny_config,
 )
 
-from mlic import CheckpointError, ConfigError, Data, DataError, Model
+from mlic import CheckpointError, ConfigError, Data, DataError, Model, losses
 from mlic.data import read_rgb, read_splits
 from mlic.models import create_model, load_checkpoint
 from mlic.stages import run
@@ -337,3 +337,21 @@ def test_an_augmentation_that_returns_floats_is_refused(dataset):
     config.data.augmentations = lambda image: image.astype("float32") / 255
     with pytest.raises(ConfigError, match="float32 array"):
         run(config)
+
+
+@pytest.mark.parametrize(
+    "loss, message",
+    [
+        (losses.BCEWithLogitsLoss(pos_weight=[1.0, 2.0]), "pos_weight has 2 values but the logits have 3"),
+        (losses.FocalLoss(reduction="none"), "must return one number per batch, got \\(4, 3\\)"),
+    ],
+)
+def test_a_loss_that_does_not_fit_stops_before_the_earlier_run_is_moved(dataset, loss, message):
+    config = tiny_config(dataset, "bad_loss", loss=loss)
+    earlier = config.experiment_dir
+    earlier.mkdir(parents=True)
+    (earlier / "model.best.pth").write_bytes(b"an earlier run")
+    with pytest.raises(ConfigError, match=f"field 'loss': .*{message}"):
+        run(config)
+    assert (earlier / "model.best.pth").read_bytes() == b"an earlier run"
+    assert [p.name for p in earlier.parent.iterdir()] == ["bad_loss"]

@@ -78,7 +78,17 @@ def test_every_format_round_trips_and_matches_eager(root_path, trained):
         "resize_interpolation": "bilinear",
     }
     assert meta["thresholds"] == json.loads((root_path / "thresholds.json").read_text())
-    assert not list(root_path.glob(".*.tmp"))
+    assert {e["weights"] for e in meta["files"].values()} == {"model.best.pth"}
+    assert not list(root_path.glob(".*"))  # no temporary or side files (ONNX weights are inside)
+
+
+def test_onnx_file_works_alone_in_another_folder(root_path, trained, tmp_path):
+    export_experiment(root_path, formats=["onnx"])
+    alone = tmp_path / "deploy" / "model.onnx"
+    alone.parent.mkdir()
+    alone.write_bytes((root_path / "model.onnx").read_bytes())
+    uint8, eager = _test_images(trained)
+    assert np.abs(run_exported("onnx", alone, uint8) - eager).max() <= TOLERANCE["onnx"]
 
 
 def test_torchscript_runs_in_a_process_that_does_not_import_mlic(root_path, trained, tmp_path):
@@ -182,4 +192,4 @@ def test_validate_with_weights_and_wrong_flag_combinations(root_path, capsys):
     assert train.main(["config.py", "--weights", "model.last.pth"]) == 2
     assert "--weights goes with --validate or --test" in capsys.readouterr().err
     assert train.main(["config.py", "--test", "--weights", "nothing.pth"]) == 2
-    assert "nothing.pth does not exist" in capsys.readouterr().err
+    assert "model file nothing.pth is not in experiments/export_tiny" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from mlic import Model, Stage
+from mlic import CheckpointError, Model, Stage
 from mlic.models import (
     create_model,
     head_parameter_names,
@@ -110,3 +110,13 @@ def test_unknown_timm_model_name_is_a_config_error():
 
     with pytest.raises(ConfigError, match="timm has no model 'resnet_18'"):
         create_model(Model(name="resnet_18", pretrained=False), num_classes=3)
+
+
+def test_a_missing_model_file_says_where_the_previous_run_went(tmp_path):
+    from mlic.models import resolve_model_file
+
+    exp_dir = tmp_path / "experiments" / "run"
+    exp_dir.mkdir(parents=True)
+    (tmp_path / "experiments" / "run.20261123-101500").mkdir()
+    with pytest.raises(CheckpointError, match=r"it holds no model file .*moved to .*run\.20261123-101500"):
+        resolve_model_file(exp_dir)

@@ -12,7 +12,7 @@ import timm
 import torch
 from conftest import CLASSES, REPO, assert_user_error, make_dataset, train_from_file
 
-from mlic import CheckpointError, Model
+from mlic import CheckpointError, ConfigError, Model
 from mlic.config import load_config
 from mlic.models import load_checkpoint
 from mlic.stages import run
@@ -133,6 +133,8 @@ def test_checkpoint_of_another_model_is_refused(trained, tmp_path):
             CheckpointError, match="does not fit the config's model 'test_resnet' with 3 classes"
         ):
             run_swa(config, checkpoints=[good, other])
+        with pytest.raises(ConfigError, match="names .*full-epoch.*ckpt twice"):
+            run_swa(config, checkpoints=[good, Path("experiments/swa_tiny/checkpoints") / good.name])
         config.model = Model(name="test_efficientnet", pretrained=False)
         with pytest.raises(CheckpointError, match="was trained as 'test_resnet'"):
             run_swa(config)

@@ -25,8 +25,8 @@ from torch import nn
 
 from mlic import io
 from mlic.data import ImageTransform, read_rgb
-from mlic.errors import CheckpointError, ConfigError, MlicError
-from mlic.models import ModelFile, load_model_file
+from mlic.errors import ConfigError, MlicError
+from mlic.models import ModelFile, load_model_file, resolve_model_file
 
 log = logging.getLogger("mlic")
 
@@ -119,6 +119,7 @@ def _write(fmt: str, module: Deployable, example: torch.Tensor, path: Path) -> N
                 output_names=["probabilities"],
                 dynamic_shapes={"images": {0: torch.export.Dim.AUTO}},
                 dynamo=True,
+                external_data=False,  # one self-contained file (models under 2 GB)
                 verbose=False,
             )
 
@@ -144,7 +145,7 @@ def export_checked(fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.
     """
     module = Deployable(mf.model, mf.prep.mean, mf.prep.std).eval()
     example = images[: min(2, len(images))]  # traced on 2 images, checked on all: the batch stays dynamic
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the exporters check the extension
     try:
         _write(fmt, module, example, tmp)
         got = run_exported(fmt, tmp, images)
@@ -208,9 +209,7 @@ def export_experiment(
 ) -> dict[str, Path]:
     """Export `weights` of an experiment to each format (checked against eager) and write `export.json`."""
     exp_dir = Path(exp_dir)
-    if not exp_dir.is_dir():
-        raise CheckpointError(f"experiment folder {exp_dir} does not exist")
-    weights_path = Path(weights) if Path(weights).is_file() else exp_dir / weights
+    weights_path = resolve_model_file(exp_dir, weights)
     mf = load_model_file(weights_path)
     formats = list(formats)
     if "onnx" in formats and not onnx_available():
@@ -221,13 +220,25 @@ def export_experiment(
     uint8, normalised = check_batch(mf, image_paths(exp_dir, images), num_check)
     reference = eager_probabilities(mf, normalised)
     written: dict[str, Path] = {}
+    meta_path = exp_dir / "export.json"
+    # files exported earlier (perhaps from other weights) stay described until they are replaced
     report: dict[str, Any] = {}
+    if meta_path.is_file():
+        with contextlib.suppress(ValueError, AttributeError):
+            report = dict(json.loads(meta_path.read_text(encoding="utf-8")).get("files", {}))
+    report = {name: entry for name, entry in report.items() if (exp_dir / name).is_file()}
     for fmt in formats:
         start = time.time()
         path = exp_dir / FILES[fmt]
         diff = export_checked(fmt, mf, uint8, reference, path)
         written[fmt] = path
-        report[FILES[fmt]] = {"format": fmt, "max_abs_diff": diff, "tolerance": TOLERANCE[fmt]}
+        report[FILES[fmt]] = {
+            "format": fmt,
+            "weights": weights_path.name,
+            "max_abs_diff": diff,
+            "tolerance": TOLERANCE[fmt],
+            "checked_on_images": len(uint8),
+        }
         log.info(
             "%s: %s, max |exported - eager| = %.1e on %d images (%.1f s)",
             fmt,
@@ -253,8 +264,10 @@ def export_experiment(
             "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
             "classes": mf.classes,
             "thresholds": thresholds_for(exp_dir, mf),
+            "thresholds_source": "thresholds.json"
+            if (exp_dir / "thresholds.json").is_file()
+            else "threshold",
             "files": report,
-            "checked_on_images": len(uint8),
         },
     )
     return written

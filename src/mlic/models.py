@@ -290,3 +290,27 @@ def load_model_file(path: Path) -> ModelFile:
         float(meta.get("threshold", 0.5)),
         dict(meta.get("metrics", {})),
     )
+
+
+def earlier_runs(exp_dir: Path) -> list[Path]:
+    """Folders an experiment's earlier runs were moved to (`<name>.<date-time>`), oldest first."""
+    exp_dir = Path(exp_dir)
+    return sorted(p for p in exp_dir.parent.glob(f"{exp_dir.name}.*") if p.is_dir())
+
+
+def resolve_model_file(exp_dir: Path, weights: str | Path = "model.best.pth") -> Path:
+    """The model file `weights` inside the experiment folder, else `weights` as a path; else one sentence
+    saying what the folder holds (and where its previous run went, if a rerun moved it)."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise CheckpointError(f"experiment folder {exp_dir} does not exist; pass the folder train.py wrote")
+    for candidate in (exp_dir / weights, Path(weights)):
+        if candidate.is_file():
+            return candidate
+    held = sorted(p.name for p in exp_dir.glob("*.pth"))
+    holds = f"it holds {', '.join(held)}" if held else "it holds no model file (*.pth)"
+    message = f"model file {weights} is not in {exp_dir} nor a file; {holds}"
+    older = earlier_runs(exp_dir)
+    if older:
+        message += f"; the previous run of this experiment was moved to {older[-1]}"
+    raise CheckpointError(message)

@@ -23,7 +23,7 @@ from mlic import io
 from mlic.cli import run_cli, setup_logging
 from mlic.data import ImageTransform, read_csv_file, read_rgb
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
-from mlic.models import ModelFile, load_model_file
+from mlic.models import ModelFile, load_model_file, resolve_model_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 RESERVED_COLUMNS = ("image", "predicted", "error")
@@ -34,15 +34,7 @@ DEFAULT_WEIGHTS = "model.best.pth"
 
 def resolve_weights(exp_dir: Path, weights: str = DEFAULT_WEIGHTS) -> Path:
     """The model file to use: `weights` inside the experiment folder, else `weights` as a path."""
-    exp_dir = Path(exp_dir)
-    if not exp_dir.is_dir():
-        raise MlicError(f"experiment folder {exp_dir} does not exist; pass the folder train.py wrote")
-    for candidate in (exp_dir / weights, Path(weights)):
-        if candidate.is_file():
-            return candidate
-    held = sorted(p.name for p in exp_dir.glob("*.pth"))
-    holds = f"it holds {', '.join(held)}" if held else "it holds no model file (*.pth)"
-    raise CheckpointError(f"model file {weights} is not in {exp_dir} nor a file; {holds}")
+    return resolve_model_file(exp_dir, weights)
 
 
 def read_thresholds(exp_dir: Path, classes: Sequence[str], default: float) -> tuple[np.ndarray, str]:

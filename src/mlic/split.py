@@ -208,7 +208,8 @@ def empty_classes(classes: Sequence[str], targets: np.ndarray, parts: dict[str, 
 def _empty_message(found: list[str], n_splits: int) -> str:
     return (
         f"the split leaves {len(found)} class(es) without an example in some split: {'; '.join(found)}; "
-        f"a class needs at least {n_splits} examples, one per split"
+        f"a class needs an example in each of the {n_splits} splits, so at least {n_splits} in total and "
+        f"more where the fractions are small"
     )
 
 

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from mlic import io
 from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_rgb, read_splits
-from mlic.errors import CheckpointError, ConfigError, DataError
+from mlic.errors import ConfigError, DataError
 from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
 from mlic.metrics import f1_at, per_class, tune_thresholds
 from mlic.models import (
@@ -34,6 +34,7 @@ from mlic.models import (
     load_checkpoint,
     load_model_file,
     preprocessing,
+    resolve_model_file,
 )
 from mlic.module import ClassifierModule, current_lrs
 from mlic.report import write_lr_report, write_report
@@ -365,6 +366,31 @@ class Prepared:
     exp_dir: Path
 
 
+def setup_loss(loss: Any, train: LabelTable, classes: list[str]) -> None:
+    """Give the loss the train labels when it wants them, then try it on one batch of the train targets,
+    so a loss that does not fit these classes stops before anything is written or trained."""
+    if hasattr(loss, "setup"):  # e.g. BCEWithLogitsLoss(pos_weight="auto") reads the train labels
+        loss.setup(train.targets)
+        weight = getattr(loss, "pos_weight", None)
+        if getattr(loss, "auto", False) and weight is not None:
+            pairs = ", ".join(f"{c} {float(w):.2f}" for c, w in zip(classes, weight))
+            log.info("pos_weight from the train labels (negatives/positives): %s", pairs)
+    targets = torch.from_numpy(np.array(train.targets[:4], dtype=np.float32))  # a writable copy
+    try:
+        value = loss(torch.zeros_like(targets), targets)
+    except Exception as e:  # noqa: BLE001 - any failure of user code is reported with the field
+        raise ConfigError(
+            f"field 'loss': {type(loss).__name__} fails on a batch of {len(classes)} classes: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ConfigError(
+            f"field 'loss': {type(loss).__name__} must return one number per batch, got {shape}; "
+            f"use reduction='mean' or 'sum'"
+        )
+
+
 def prepare(config: Config) -> Prepared:
     """Read and check the data, build the model (weights, checkpoint), then open the experiment folder."""
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -375,13 +401,12 @@ def prepare(config: Config) -> Prepared:
         load_checkpoint(model, Path(config.model.checkpoint), config.model.name, classes)
     prep = preprocessing(model, config.data.img_size)
     head_parameter_names(model, prep.img_size)
+    setup_loss(config.loss, tables["train"], classes)
     exp_dir = config.experiment_dir
     _set_aside_previous_run(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     io.write_text(exp_dir / "config.py", config_copy_text(config))
     io.write_json(exp_dir / "classes.json", classes)
-    if hasattr(config.loss, "setup"):  # e.g. BCEWithLogitsLoss(pos_weight="auto") reads the train labels
-        config.loss.setup(tables["train"].targets)
     module = ClassifierModule(
         model,
         config.loss,
@@ -493,13 +518,7 @@ def run_evaluate(
 ) -> dict[str, dict[str, float]]:
     """Evaluate a model file of the experiment (default `model.best.pth`) on `split`; print the table."""
     exp_dir = config.experiment_dir
-    path = Path(weights) if weights is not None else exp_dir / "model.best.pth"
-    if weights is not None and not path.is_file() and (exp_dir / path).is_file():
-        path = exp_dir / path
-    if not path.is_file():
-        raise CheckpointError(
-            f"model file {path} does not exist; train the experiment first or pass --weights FILE"
-        )
+    path = resolve_model_file(exp_dir, weights or "model.best.pth")
     mf = load_model_file(path)
     tables = read_splits(config.data)
     if split not in tables:
@@ -509,8 +528,7 @@ def run_evaluate(
             f"{path} was trained on the classes {', '.join(mf.classes)}, but {config.data.train} has "
             f"{', '.join(tables['train'].classes)}"
         )
-    if hasattr(config.loss, "setup"):
-        config.loss.setup(tables["train"].targets)
+    setup_loss(config.loss, tables["train"], mf.classes)
     prep = mf.prep
     plain = ImageTransform(prep.img_size, prep.mean, prep.std, None, prep.interpolation)
     loaders = {split: make_loader(tables[split], plain, config.data, train=False)}

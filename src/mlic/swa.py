@@ -18,7 +18,7 @@ from torch.optim.swa_utils import update_bn
 from mlic import io
 from mlic.config import Config
 from mlic.errors import CheckpointError, ConfigError, DataError
-from mlic.models import _read_state_dict
+from mlic.models import _read_state_dict, earlier_runs
 
 log = logging.getLogger("mlic")
 
@@ -249,14 +249,16 @@ def run_swa(
     from mlic.models import Preprocessing, create_model
     from mlic.module import ClassifierModule
     from mlic.report import markdown_table
-    from mlic.stages import _device_name, evaluate, format_table, model_file, trainer_kwargs
+    from mlic.stages import _device_name, evaluate, format_table, model_file, setup_loss, trainer_kwargs
 
     exp_dir = config.experiment_dir
     best_path = exp_dir / "model.best.pth"
     if not best_path.is_file():
+        older = earlier_runs(exp_dir)
+        moved = f"; the previous run of this experiment was moved to {older[-1]}" if older else ""
         raise CheckpointError(
             f"{best_path} does not exist: train the experiment first (`python train.py CONFIG`); "
-            f"swa.py averages the checkpoints a training run kept"
+            f"swa.py averages the checkpoints a training run kept{moved}"
         )
     best = _load_model_file(best_path)
     classes = list(best["classes"])
@@ -266,8 +268,9 @@ def run_swa(
             f"{config.model.name!r}; run swa.py with the config that trained {exp_dir}"
         )
     tables = read_splits(config.data)
-    if hasattr(config.loss, "setup"):  # as in training: pos_weight="auto" reads the train labels
-        config.loss.setup(tables["train"].targets)
+    setup_loss(
+        config.loss, tables["train"], classes
+    )  # as in training: pos_weight="auto" reads the train labels
     if tables["train"].classes != classes:
         raise DataError(
             f"the classes of {config.data.train} ({', '.join(tables['train'].classes)}) are not those the "
@@ -286,6 +289,13 @@ def run_swa(
         for p in paths:
             if not p.is_file():
                 raise CheckpointError(f"checkpoint {p} does not exist")
+        seen = [p.resolve() for p in paths]
+        twice = next((p for i, p in enumerate(paths) if seen[i] in seen[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"--checkpoints names {twice} twice; name each checkpoint once")
+        stages = sorted({i.stage for i in map(read_info, paths) if i.stage})
+        if len(stages) > 1:
+            log.warning("--checkpoints mixes stages (%s); averaging them as asked", ", ".join(stages))
         how = "named on the command line"
     else:
         infos = select_checkpoints(
