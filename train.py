@@ -23,6 +23,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run only the LR range test, for every stage of the config (no training)",
     )
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in its own folder: finished stages are skipped, an unfinished one "
+        "continues from its last checkpoint",
+    )
+    parser.add_argument(
         "--validate",
         action="store_true",
         help="train nothing: evaluate a model file of the experiment on the valid split and print the metrics",
@@ -47,15 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         from mlic.errors import ConfigError
         from mlic.stages import run, run_evaluate
 
-        if sum([args.lr_find, args.validate, args.test]) > 1:
-            raise ConfigError("use one of --lr-find, --validate and --test at a time")
+        if sum([args.lr_find, args.validate, args.test, args.resume]) > 1:
+            raise ConfigError("use one of --lr-find, --resume, --validate and --test at a time")
         if args.weights and not (args.validate or args.test):
             raise ConfigError("--weights goes with --validate or --test")
         config = load_config(args.config, args.overrides)
         if args.validate or args.test:
             run_evaluate(config, "test" if args.test else "valid", args.weights)
         else:
-            run(config, lr_find=args.lr_find)
+            run(config, lr_find=args.lr_find, resume=args.resume)
         return 0
 
     return run_cli(_run, args.debug)

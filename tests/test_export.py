@@ -188,7 +188,7 @@ def test_validate_with_weights_and_wrong_flag_combinations(root_path, capsys):
     out = capsys.readouterr().out
     assert "model.last.pth on valid" in out and len(_table_row(out, "valid")) == 7
     assert train.main(["config.py", "--test", "--validate"]) == 2
-    assert "one of --lr-find, --validate and --test" in capsys.readouterr().err
+    assert "one of --lr-find, --resume, --validate and --test" in capsys.readouterr().err
     assert train.main(["config.py", "--weights", "model.last.pth"]) == 2
     assert "--weights goes with --validate or --test" in capsys.readouterr().err
     assert train.main(["config.py", "--test", "--weights", "nothing.pth"]) == 2

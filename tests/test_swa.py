@@ -203,3 +203,16 @@ def test_swa_settings_are_checked():
     ):
         with pytest.raises(ConfigError, match=message):
             validate(tiny_config("data", swa=swa))
+
+
+def test_the_last_checkpoint_kept_for_resume_is_not_a_candidate_of_its_own(tmp_path):
+    folder = _fake_checkpoints(tmp_path / "c", [("full", e, 0.1 * e) for e in range(1, 4)])
+    torch.save(
+        {
+            "state_dict": {"model.w": torch.zeros(2)},
+            "mlic": {"stage": "full", "epoch": 3, "metrics": {"valid/map": 0.3}},
+        },
+        folder / "full-last.ckpt",
+    )
+    chosen = select_checkpoints(folder, "full", "top", 5, "valid/map", "max")
+    assert [i.path.name for i in chosen] == ["full-epoch00.ckpt", "full-epoch01.ckpt", "full-epoch02.ckpt"]

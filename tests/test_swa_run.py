@@ -53,7 +53,7 @@ def test_swa_cli_writes_a_model_file_that_checkpoint_loading_accepts(trained):
     result = _swa(trained, "config.py")
     assert result.returncode == 0, result.stderr
     exp_dir = trained / "experiments" / "swa_tiny"
-    ckpts = sorted((exp_dir / "checkpoints").glob("full-*.ckpt"))
+    ckpts = sorted((exp_dir / "checkpoints").glob("full-epoch*.ckpt"))
     assert len(ckpts) == 3  # swa.top_k=3 makes the SWA stage keep 3, above save_top_k=2
 
     swa = torch.load(exp_dir / "model.swa.pth", map_location="cpu", weights_only=True)
@@ -123,7 +123,7 @@ def test_checkpoint_of_another_model_is_refused(trained, tmp_path):
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": timm.create_model("test_efficientnet", num_classes=3).state_dict()}, other)
     exp_dir = trained / "experiments" / "swa_tiny"
-    good = sorted((exp_dir / "checkpoints").glob("full-*.ckpt"))[0]
+    good = sorted((exp_dir / "checkpoints").glob("full-epoch*.ckpt"))[0]
     os.environ["ROOT_PATH"] = str(trained / "data")
     old = os.getcwd()
     os.chdir(trained)
@@ -160,4 +160,5 @@ def test_last_k_keeps_the_last_epochs_of_the_swa_stage(dataset):
     assert sorted(p.name for p in (exp_dir / "checkpoints").glob("*.ckpt")) == [
         "full-epoch02.ckpt",
         "full-epoch03.ckpt",
+        "full-last.ckpt",  # for --resume; never an SWA candidate of its own
     ]

@@ -13,12 +13,13 @@ import timm
 import torch
 from conftest import CLASSES, tiny_config
 
-from mlic import Model, Stage
+from mlic import CheckpointError, ConfigError, Model, Stage
 from mlic.data import ImageTransform, make_loader, read_splits
 from mlic.metrics import multilabel_metrics
 from mlic.models import head_parameter_names, preprocessing
 from mlic.module import predict_probs
 from mlic.stages import run
+from mlic.swa import load_weights
 
 
 def _init_weights(tmp_path: Path) -> Path:
@@ -281,3 +282,68 @@ def test_thresholds_are_tuned_on_valid_and_reported_per_class(staged_run):
     for name in CLASSES:
         assert f"| {name} | " in report
     assert (exp_dir / "per_class_ap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+class _PowerCut(L.Callback):
+    """Crashes the run as a killed job would stop: at the end of epoch `epoch` of `stage`, after its row
+    of metrics.csv and before its checkpoint (Lightning runs checkpoint callbacks last), or with
+    `epoch=0` as the stage starts."""
+
+    def __init__(self, stage: str, epoch: int) -> None:
+        self.stage, self.epoch = stage, epoch
+
+    def on_train_start(self, trainer, module) -> None:
+        if module.stage.name == self.stage and self.epoch == 0:
+            raise RuntimeError("power cut")
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if module.stage.name == self.stage and trainer.current_epoch + 1 == self.epoch:
+            raise RuntimeError("power cut")
+
+
+def test_resume_continues_an_interrupted_run_in_its_own_folder(dataset):
+    stages = [Stage("head", epochs=1, freeze_backbone=True), Stage("full", epochs=3)]
+    config = tiny_config(dataset, "resumed", stages=stages, callbacks=[_PowerCut("full", 2)])
+    with pytest.raises(RuntimeError, match="power cut"):
+        run(config)
+    exp_dir = config.experiment_dir
+    assert (exp_dir / "checkpoints" / "full-last.ckpt").is_file()
+    before = pd.read_csv(exp_dir / "metrics.csv")
+    # epoch 2's row was written, its checkpoint was not: epoch 2 runs again and its row is replaced
+    assert list(zip(before["stage"], before["epoch"])) == [("head", 1), ("full", 1), ("full", 2)]
+
+    config.callbacks = []
+    assert run(config, resume=True) == exp_dir
+    after = pd.read_csv(exp_dir / "metrics.csv")
+    assert list(zip(after["stage"], after["epoch"])) == [("head", 1), ("full", 1), ("full", 2), ("full", 3)]
+    full = after[after["stage"] == "full"]
+    assert full["step"].tolist() == [6, 12, 18]  # the optimizer steps go on from the checkpoint
+    assert not [p for p in exp_dir.parent.iterdir() if p != exp_dir]  # nothing was set aside
+    last = torch.load(exp_dir / "model.last.pth", weights_only=True)["metrics"]
+    assert (last["stage"], last["epoch"]) == ("full", 3)
+    assert "| test |" in (exp_dir / "report.md").read_text()
+
+    with pytest.raises(ConfigError, match="every stage of resumed has finished"):
+        run(config, resume=True)
+
+
+def test_resume_at_a_stage_boundary_starts_the_next_stage_from_the_last_weights(dataset):
+    stages = [Stage("head", epochs=1, freeze_backbone=True), Stage("full", epochs=1)]
+    config = tiny_config(dataset, "boundary", stages=stages, callbacks=[_PowerCut("full", 0)])
+    with pytest.raises(RuntimeError, match="power cut"):
+        run(config)
+    head_end = load_weights(config.experiment_dir / "checkpoints" / "head-last.ckpt")
+    config.callbacks = []
+    config.stages[1] = Stage("full", epochs=1, lr=1e-12)  # so small that the weights barely move
+    run(config, resume=True)
+    after = pd.read_csv(config.experiment_dir / "metrics.csv")
+    assert list(zip(after["stage"], after["epoch"])) == [("head", 1), ("full", 1)]
+    final = torch.load(config.experiment_dir / "model.last.pth", weights_only=True)["state_dict"]
+    torch.testing.assert_close(final["fc.weight"], head_end["fc.weight"], rtol=0, atol=1e-6)
+
+
+def test_resume_without_a_run_to_continue_is_an_error(dataset):
+    with pytest.raises(
+        CheckpointError, match="nothing to resume in experiments/never: it has no metrics.csv"
+    ):
+        run(tiny_config(dataset, "never"), resume=True)

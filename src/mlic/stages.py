@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from mlic import io
 from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_rgb, read_splits
-from mlic.errors import ConfigError, DataError
+from mlic.errors import CheckpointError, ConfigError, DataError
 from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
 from mlic.metrics import f1_at, per_class, tune_thresholds
 from mlic.models import (
@@ -203,6 +203,20 @@ class ExperimentRecorder(Callback):
             self.best_row = row
             io.save_torch(self.exp_dir / "model.best.pth", self.model_file(module, row))
 
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """Continue after the rows of an interrupted run: its best model stays the one to beat."""
+        self.rows = list(rows)
+        for row in rows:
+            value = row.get(self.monitor)
+            if isinstance(value, (int, float)) and self._improved(value):
+                self.best_value, self.best_row = value, row
+        best = self.exp_dir / "model.best.pth"
+        if best.is_file():  # it may come from an epoch that runs again
+            saved = torch.load(best, map_location="cpu", weights_only=True).get("metrics", {})
+            value = saved.get(self.monitor)
+            if isinstance(value, (int, float)) and self._improved(value):
+                self.best_value, self.best_row = value, saved
+
     def save_last(self, module: ClassifierModule) -> None:
         last = self.rows[-1] if self.rows else {}
         io.save_torch(self.exp_dir / "model.last.pth", self.model_file(module, last))
@@ -230,8 +244,11 @@ def _make_trainer(config: Config, stage: Stage, exp_dir: Path, recorder: Experim
         monitor="epoch" if keep_last else config.monitor,
         mode="max" if keep_last else config.resolved_monitor_mode(),
         save_top_k=config.kept_checkpoints(stage.name),
+        save_last=True,  # <stage>-last.ckpt: where --resume continues from
         auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
+    checkpoint.CHECKPOINT_NAME_LAST = f"{stage.name}-last"
     callbacks = [recorder, checkpoint, LearningRateMonitor(logging_interval="epoch")]
     if swa_stage and config.swa.ema_decay is not None:
         callbacks.append(EMARecorder(recorder, config.swa.ema_decay))
@@ -391,8 +408,9 @@ def setup_loss(loss: Any, train: LabelTable, classes: list[str]) -> None:
         )
 
 
-def prepare(config: Config) -> Prepared:
-    """Read and check the data, build the model (weights, checkpoint), then open the experiment folder."""
+def prepare(config: Config, resume: bool = False) -> Prepared:
+    """Read and check the data, build the model (weights, checkpoint), then open the experiment folder
+    (a new one, or with `resume` the interrupted one, kept as it is)."""
     L.seed_everything(config.seed, workers=True, verbose=False)
     tables = read_splits(config.data)
     classes = tables["train"].classes
@@ -403,10 +421,13 @@ def prepare(config: Config) -> Prepared:
     head_parameter_names(model, prep.img_size)
     setup_loss(config.loss, tables["train"], classes)
     exp_dir = config.experiment_dir
-    _set_aside_previous_run(exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    io.write_text(exp_dir / "config.py", config_copy_text(config))
-    io.write_json(exp_dir / "classes.json", classes)
+    if resume:
+        _check_resumable(exp_dir, classes)
+    else:
+        _set_aside_previous_run(exp_dir)
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        io.write_text(exp_dir / "config.py", config_copy_text(config))
+        io.write_json(exp_dir / "classes.json", classes)
     module = ClassifierModule(
         model,
         config.loss,
@@ -418,6 +439,46 @@ def prepare(config: Config) -> Prepared:
     kwargs = trainer_kwargs(config)
     log.info("device: %s, precision %s", _device_name(kwargs), kwargs["precision"])
     return Prepared(tables, classes, prep, module, exp_dir)
+
+
+def _check_resumable(exp_dir: Path, classes: list[str]) -> None:
+    if not (exp_dir / "metrics.csv").is_file():
+        raise CheckpointError(
+            f"nothing to resume in {exp_dir}: it has no metrics.csv (no epoch finished); train without --resume"
+        )
+    saved = json.loads((exp_dir / "classes.json").read_text(encoding="utf-8"))
+    if saved != classes:
+        raise DataError(
+            f"{exp_dir / 'classes.json'} lists other classes than the data now has; "
+            f"resume with the data the run started with, or train without --resume"
+        )
+
+
+@dataclass
+class ResumePoint:
+    """Where an interrupted run stands: how far each stage got, and the rows of those epochs."""
+
+    rows: list[dict[str, Any]]
+    done: dict[str, int]  # epochs of each stage saved in its `<stage>-last.ckpt`
+
+
+def resume_point(config: Config) -> ResumePoint:
+    """How far each stage got, by its last checkpoint (saved after every epoch's row of metrics.csv,
+    so a row without a checkpoint belongs to an epoch that will run again and is dropped)."""
+    from mlic.swa import read_info
+
+    folder = config.experiment_dir / "checkpoints"
+    done = {}
+    for stage in config.resolved_stages():
+        last = folder / f"{stage.name}-last.ckpt"
+        done[stage.name] = int(read_info(last).epoch or 0) if last.is_file() else 0
+    df = pd.read_csv(config.experiment_dir / "metrics.csv")
+    rows = [
+        {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+        for row in df.to_dict("records")
+        if row["epoch"] <= done.get(row["stage"], 0)
+    ]
+    return ResumePoint(rows, done)
 
 
 def _autocast_dtype(precision: Any) -> torch.dtype | None:
@@ -547,23 +608,65 @@ def run_evaluate(
     return results
 
 
-def run(config: Config, lr_find: bool = False) -> Path:
+def _resume_stage(config: Config, module: ClassifierModule, point: ResumePoint) -> tuple[int, Path | None]:
+    """Index of the first unfinished stage and the checkpoint it continues from (None: it starts afresh
+    from the weights the previous stage ended with, loaded here)."""
+    stages = config.resolved_stages()
+    folder = config.experiment_dir / "checkpoints"
+    for i, stage in enumerate(stages):
+        done = point.done.get(stage.name, 0)
+        if done >= stage.epochs:
+            continue
+        if done > 0:
+            last = folder / f"{stage.name}-last.ckpt"
+            if not last.is_file():
+                raise CheckpointError(f"cannot resume stage {stage.name}: {last} does not exist")
+            log.info("resuming stage %s after epoch %d of %d from %s", stage.name, done, stage.epochs, last)
+            return i, last
+        if i > 0:
+            previous = folder / f"{stages[i - 1].name}-last.ckpt"
+            if not previous.is_file():
+                raise CheckpointError(f"cannot resume at stage {stage.name}: {previous} does not exist")
+            from mlic.swa import load_weights
+
+            module.model.load_state_dict(load_weights(previous))
+            log.info("resuming at the start of stage %s with the weights of %s", stage.name, previous)
+        return i, None
+    raise ConfigError(
+        f"every stage of {config.experiment_name} has finished ({config.experiment_dir / 'metrics.csv'}): "
+        f"nothing to resume"
+    )
+
+
+def run(config: Config, lr_find: bool = False, resume: bool = False) -> Path:
     """Train every stage of `config` and write the experiment folder; return its path.
 
     With `config.lr_finder` set (or `lr_find=True`, the `--lr-find` flag) only the LR range test runs.
+    With `resume` an interrupted run continues in its own folder: finished stages are skipped and an
+    unfinished one continues from its last checkpoint (weights, optimizer, scheduler, epoch).
     """
     if lr_find or config.lr_finder is not None:
         return run_lr_find(config)
-    run_ = prepare(config)
+    run_ = prepare(config, resume=resume)
     exp_dir, module = run_.exp_dir, run_.module
     loaders = build_loaders(config, run_.tables, run_.prep)
     recorder = ExperimentRecorder(exp_dir, config, run_.classes, run_.prep)
     stages = config.resolved_stages()
+    first, ckpt_path = 0, None
+    if resume:
+        point = resume_point(config)
+        first, ckpt_path = _resume_stage(config, module, point)
+        recorder.restore(point.rows)
     suffixes = _suffixes([s for s in stages if _wants_range_test(s)])
     range_tests: dict[str, RangeTest] = {}
     started = time.time()
-    for stage in stages:
-        if _wants_range_test(stage):
+    for index, stage in enumerate(stages):
+        if index < first:
+            continue
+        continuing = index == first and ckpt_path is not None
+        if continuing and not isinstance(stage.lr, (int, float)):
+            stage = replace(stage, lr=None)  # its LRs come back with the optimizer state of the checkpoint
+        elif _wants_range_test(stage):
             result = stage_range_test(
                 config, run_, stage, _finder_settings(stage, None), suffixes[stage.name]
             )
@@ -585,7 +688,9 @@ def run(config: Config, lr_find: bool = False) -> Path:
         module.set_stage(stage)
         recorder.stage = stage
         trainer = _make_trainer(config, stage, exp_dir, recorder)
-        trainer.fit(module, loaders["train"], loaders["valid"])
+        trainer.fit(
+            module, loaders["train"], loaders["valid"], ckpt_path=str(ckpt_path) if continuing else None
+        )
         recorder.save_last(module)
         if trainer.interrupted:
             log.warning("training interrupted in stage %s; what was written is kept", stage.name)

@@ -123,7 +123,10 @@ def select_checkpoints(
 ) -> list[CheckpointInfo]:
     """The `k` best (`selection="top"`, by `monitor`) or last checkpoints of `stage` in `folder`,
     in epoch order. Fewer than two is an error that says what the folder holds."""
-    paths = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    # `<stage>-last.ckpt` (kept for --resume) repeats the latest epoch: not a candidate of its own
+    paths = (
+        sorted(p for p in folder.glob("*.ckpt") if not p.stem.endswith("-last")) if folder.is_dir() else []
+    )
     infos = [read_info(p) for p in paths]
     candidates = [i for i in infos if i.stage == stage]
     if len(candidates) < 2:
