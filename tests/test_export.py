@@ -112,7 +112,7 @@ def test_a_failed_check_deletes_the_file_and_says_by_how_much(root_path, monkeyp
     (root_path / "model.ts").unlink(missing_ok=True)
     monkeypatch.setitem(TOLERANCE, "torchscript", -1.0)  # nothing can pass
     with pytest.raises(
-        ExportError, match=r"torchscript export differs from the eager model by .* on \d+ images"
+        ExportError, match=r"TorchScript export differs from the eager model by .* on \d+ images"
     ):
         export_experiment(root_path, formats=["torchscript"])
     assert not (root_path / "model.ts").exists()
@@ -193,3 +193,22 @@ def test_validate_with_weights_and_wrong_flag_combinations(root_path, capsys):
     assert "--weights goes with --validate or --test" in capsys.readouterr().err
     assert train.main(["config.py", "--test", "--weights", "nothing.pth"]) == 2
     assert "model file nothing.pth is not in experiments/export_tiny" in capsys.readouterr().err
+
+
+def test_one_check_image_still_gives_a_free_batch_size(root_path, trained, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted((trained / "data" / "Images").glob("*.jpg"))[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    written = export_experiment(root_path, formats=["export"], images=one)
+    uint8, eager = _test_images(trained, n=4)
+    assert np.abs(run_exported("export", written["export"], uint8) - eager).max() <= 1e-5
+
+
+def test_export_json_describes_what_was_written_when_a_later_format_fails(root_path, monkeypatch):
+    export_experiment(root_path, formats=["torchscript"])
+    monkeypatch.setitem(TOLERANCE, "export", -1.0)
+    with pytest.raises(ExportError, match="torch.export export differs"):
+        export_experiment(root_path, "model.last.pth", ["torchscript", "export"])
+    files = json.loads((root_path / "export.json").read_text())["files"]
+    assert files["model.ts"]["weights"] == "model.last.pth"

@@ -78,3 +78,19 @@ def test_map_skips_classes_without_positives_as_documented():
     targets[:, 3] = 0
     expected = np.mean([average_precision_score(targets[:, c], probs[:, c]) for c in range(3)])
     assert multilabel_metrics(probs, targets)["map"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_saved_thresholds_keep_a_saturated_class_separable(tmp_path):
+    import json
+
+    from mlic import Config, Data
+    from mlic.stages import apply_thresholds
+
+    probs = np.array([[0.99999994], [0.9999999], [0.3]], dtype=np.float32).astype(np.float64)
+    targets = np.array([[1], [0], [0]])
+    config = Config(experiment_name="x", data=Data(root="."))
+    results = {"valid": {}}
+    apply_thresholds(tmp_path, config, ["A"], {"valid": (probs, targets)}, results)
+    saved = json.loads((tmp_path / "thresholds.json").read_text())["A"]
+    assert f1_at(probs, targets, np.array([saved]))["f1_macro"] == 1.0
+    assert results["valid"]["f1_macro_tuned"] == 1.0

@@ -120,3 +120,13 @@ def test_a_missing_model_file_says_where_the_previous_run_went(tmp_path):
     (tmp_path / "experiments" / "run.20261123-101500").mkdir()
     with pytest.raises(CheckpointError, match=r"it holds no model file .*moved to .*run\.20261123-101500"):
         resolve_model_file(exp_dir)
+
+
+def test_lightning_checkpoints_with_loss_buffers_load_as_model_weights(tmp_path):
+    from mlic.swa import load_weights
+
+    model = timm.create_model("test_resnet", num_classes=3)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state["loss_fn.pos_weight"] = torch.ones(3)  # torch.nn.BCEWithLogitsLoss(pos_weight=...) saves it
+    torch.save({"state_dict": state}, tmp_path / "x.ckpt")
+    assert load_weights(tmp_path / "x.ckpt").keys() == model.state_dict().keys()

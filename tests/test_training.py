@@ -347,3 +347,67 @@ def test_resume_without_a_run_to_continue_is_an_error(dataset):
         CheckpointError, match="nothing to resume in experiments/never: it has no metrics.csv"
     ):
         run(tiny_config(dataset, "never"), resume=True)
+
+
+class _StopEarly(L.Callback):
+    """Stops a stage after `epoch` epochs, as EarlyStopping would."""
+
+    def __init__(self, stage: str, epoch: int) -> None:
+        self.stage, self.epoch = stage, epoch
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if module.stage.name == self.stage and trainer.current_epoch + 1 == self.epoch:
+            trainer.should_stop = True
+
+
+def _rows(exp_dir: Path) -> list[tuple[str, int]]:
+    df = pd.read_csv(exp_dir / "metrics.csv", dtype={"stage": str})
+    return list(zip(df["stage"], df["epoch"]))
+
+
+def test_resume_skips_a_stage_that_stopped_early_and_keeps_numeric_stage_names(dataset):
+    stages = [Stage("1", epochs=3, freeze_backbone=True), Stage("2", epochs=3)]
+    config = tiny_config(dataset, "early", stages=stages, callbacks=[_StopEarly("1", 2), _PowerCut("2", 2)])
+    with pytest.raises(RuntimeError, match="power cut"):
+        run(config)
+    config.callbacks = [_StopEarly("1", 2)]
+    run(config, resume=True)
+    assert _rows(config.experiment_dir) == [("1", 1), ("1", 2), ("2", 1), ("2", 2), ("2", 3)]
+
+
+def test_resume_continues_the_ema_of_the_weights(dataset):
+    from mlic import SWA
+
+    config = tiny_config(
+        dataset,
+        "ema",
+        stages=[Stage("full", epochs=3)],
+        swa=SWA(ema_decay=0.9),
+        callbacks=[_PowerCut("full", 3)],
+    )
+    with pytest.raises(RuntimeError, match="power cut"):
+        run(config)
+    config.callbacks = []
+    run(config, resume=True)
+    ckpt = torch.load(config.experiment_dir / "checkpoints" / "full-last.ckpt", weights_only=False)
+    ema = next(v["ema"] for k, v in ckpt["callbacks"].items() if k.startswith("EMARecorder"))
+    assert int(ema["n_averaged"]) == 18  # every step of the 3 epochs, not only those after the resume
+
+
+def test_resume_after_a_crash_in_the_final_evaluation_writes_the_report(dataset, monkeypatch):
+    import mlic.stages
+
+    config = tiny_config(dataset, "final", stages=[Stage("full", epochs=1)])
+    real = mlic.stages.apply_thresholds
+    monkeypatch.setattr(
+        mlic.stages, "apply_thresholds", lambda *a: (_ for _ in ()).throw(RuntimeError("oom"))
+    )
+    with pytest.raises(RuntimeError, match="oom"):
+        run(config)
+    assert not (config.experiment_dir / "report.md").exists()
+    monkeypatch.setattr(mlic.stages, "apply_thresholds", real)
+    run(config, resume=True)
+    assert (config.experiment_dir / "report.md").is_file() and (
+        config.experiment_dir / "thresholds.json"
+    ).is_file()
+    assert _rows(config.experiment_dir) == [("full", 1)]

@@ -25,12 +25,13 @@ from torch import nn
 
 from mlic import io
 from mlic.data import ImageTransform, read_rgb
-from mlic.errors import ConfigError, MlicError
+from mlic.errors import ConfigError, DataError, MlicError
 from mlic.models import ModelFile, load_model_file, resolve_model_file
 
 log = logging.getLogger("mlic")
 
 FILES = {"torchscript": "model.ts", "export": "model.pt2", "onnx": "model.onnx"}
+LABELS = {"torchscript": "TorchScript", "export": "torch.export", "onnx": "ONNX"}
 TOLERANCE = {"torchscript": 1e-5, "export": 1e-5, "onnx": 1e-4}
 
 
@@ -144,7 +145,8 @@ def export_checked(fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.
     deletes it and raises ExportError saying by how much it differed. Returns the largest difference.
     """
     module = Deployable(mf.model, mf.prep.mean, mf.prep.std).eval()
-    example = images[: min(2, len(images))]  # traced on 2 images, checked on all: the batch stays dynamic
+    # traced on 2 images (one repeated if need be), checked on all: the batch size stays free
+    example = images[:2] if len(images) >= 2 else images[:1].repeat(2, 1, 1, 1)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the exporters check the extension
     try:
         _write(fmt, module, example, tmp)
@@ -152,7 +154,7 @@ def export_checked(fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.
         diff = float(np.abs(got.astype(np.float64) - reference).max())
         if not diff <= TOLERANCE[fmt]:
             raise ExportError(
-                f"{fmt} export differs from the eager model by {diff:.2e} on {len(images)} images "
+                f"{LABELS[fmt]} export differs from the eager model by {diff:.2e} on {len(images)} images "
                 f"(tolerance {TOLERANCE[fmt]:.0e}); {path.name} was not kept"
             )
         os.replace(tmp, path)
@@ -160,7 +162,9 @@ def export_checked(fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.
     except ExportError:
         raise
     except Exception as e:  # noqa: BLE001 - an exporter failure is reported with the format
-        raise ExportError(f"{fmt} export of {mf.model_name} failed: {type(e).__name__}: {e}") from None
+        raise ExportError(
+            f"{LABELS[fmt]} export of {mf.model_name} failed: {type(e).__name__}: {e}"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -196,7 +200,10 @@ def thresholds_for(exp_dir: Path, mf: ModelFile) -> dict[str, float]:
     path = exp_dir / "thresholds.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        return {c: float(saved.get(c, mf.threshold)) for c in mf.classes}
+        missing = [c for c in mf.classes if c not in saved]
+        if missing:
+            raise DataError(f"{path} has no threshold for {', '.join(missing)}; retrain or delete it")
+        return {c: float(saved[c]) for c in mf.classes}
     return {c: mf.threshold for c in mf.classes}
 
 
@@ -227,47 +234,50 @@ def export_experiment(
         with contextlib.suppress(ValueError, AttributeError):
             report = dict(json.loads(meta_path.read_text(encoding="utf-8")).get("files", {}))
     report = {name: entry for name, entry in report.items() if (exp_dir / name).is_file()}
-    for fmt in formats:
-        start = time.time()
-        path = exp_dir / FILES[fmt]
-        diff = export_checked(fmt, mf, uint8, reference, path)
-        written[fmt] = path
-        report[FILES[fmt]] = {
-            "format": fmt,
-            "weights": weights_path.name,
-            "max_abs_diff": diff,
-            "tolerance": TOLERANCE[fmt],
-            "checked_on_images": len(uint8),
-        }
-        log.info(
-            "%s: %s, max |exported - eager| = %.1e on %d images (%.1f s)",
-            fmt,
-            path,
-            diff,
-            len(uint8),
-            time.time() - start,
-        )
-    h, w = mf.prep.img_size
-    io.write_json(
-        exp_dir / "export.json",
-        {
-            "weights": weights_path.name,
-            "model_name": mf.model_name,
-            "input": {
-                "dtype": "uint8",
-                "layout": "NHWC",
-                "channels": "RGB",
-                "height": h,
-                "width": w,
-                "resize_interpolation": mf.prep.interpolation,
+    thresholds = thresholds_for(exp_dir, mf)
+    try:
+        for fmt in formats:
+            start = time.time()
+            path = exp_dir / FILES[fmt]
+            diff = export_checked(fmt, mf, uint8, reference, path)
+            written[fmt] = path
+            report[FILES[fmt]] = {
+                "format": fmt,
+                "weights": weights_path.name,
+                "max_abs_diff": diff,
+                "tolerance": TOLERANCE[fmt],
+                "checked_on_images": len(uint8),
+            }
+            log.info(
+                "%s: %s, max |exported - eager| = %.1e on %d images (%.1f s)",
+                fmt,
+                path,
+                diff,
+                len(uint8),
+                time.time() - start,
+            )
+    finally:  # what was written is described, even when a later format fails
+        h, w = mf.prep.img_size
+        io.write_json(
+            exp_dir / "export.json",
+            {
+                "weights": weights_path.name,
+                "model_name": mf.model_name,
+                "input": {
+                    "dtype": "uint8",
+                    "layout": "NHWC",
+                    "channels": "RGB",
+                    "height": h,
+                    "width": w,
+                    "resize_interpolation": mf.prep.interpolation,
+                },
+                "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
+                "classes": mf.classes,
+                "thresholds": thresholds,
+                "thresholds_source": "thresholds.json"
+                if (exp_dir / "thresholds.json").is_file()
+                else "threshold",
+                "files": report,
             },
-            "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
-            "classes": mf.classes,
-            "thresholds": thresholds_for(exp_dir, mf),
-            "thresholds_source": "thresholds.json"
-            if (exp_dir / "thresholds.json").is_file()
-            else "threshold",
-            "files": report,
-        },
-    )
+        )
     return written

@@ -71,8 +71,10 @@ def _read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], di
     else:
         raise CheckpointError(f"{what} {path} holds no state_dict")
     # Lightning checkpoints prefix the model's keys with the attribute that holds it.
-    if state and all(k.startswith("model.") for k in state):
-        state = {k[len("model.") :]: v for k, v in state.items()}
+    # (a loss with buffers of its own adds keys like `loss_fn.pos_weight` beside the model's)
+    model_keys = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    if model_keys and all(k.startswith(("model.", "loss_fn.")) for k in state):
+        state = model_keys
     return state, meta
 
 

@@ -125,6 +125,14 @@ class EMARecorder(Callback):
         self.decay = decay
         self.ema: torch.optim.swa_utils.AveragedModel | None = None
         self._step = -1
+        self._restored: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        # saved in every checkpoint, so that --resume continues the average instead of restarting it
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restored = state.get("ema")
 
     def on_train_start(self, trainer: L.Trainer, module: ClassifierModule) -> None:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -132,6 +140,9 @@ class EMARecorder(Callback):
         self.ema = AveragedModel(
             module.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
         )
+        if self._restored is not None:
+            self.ema.load_state_dict(self._restored)
+            self._restored = None
 
     def on_train_batch_end(self, trainer: L.Trainer, module: ClassifierModule, *args: Any) -> None:
         # once per optimizer step (with gradient accumulation, not every batch is one)
@@ -322,8 +333,8 @@ def apply_thresholds(
     if "valid" not in outputs:
         return None
     probs, targets = outputs["valid"]
-    # rounded as saved, so that whoever reads thresholds.json later gets exactly these numbers
-    thresholds = np.round(tune_thresholds(probs, targets, config.threshold), 6)
+    # not rounded: a threshold sits midway between two probabilities that may differ by 1e-7
+    thresholds = tune_thresholds(probs, targets, config.threshold)
     io.write_json(exp_dir / "thresholds.json", {c: float(t) for c, t in zip(classes, thresholds)})
     for split, (probs, targets) in outputs.items():
         if split in results:
@@ -460,6 +471,7 @@ class ResumePoint:
 
     rows: list[dict[str, Any]]
     done: dict[str, int]  # epochs of each stage saved in its `<stage>-last.ckpt`
+    complete: set[str]  # stages that ran to their end (all epochs, or an early stop)
 
 
 def resume_point(config: Config) -> ResumePoint:
@@ -468,17 +480,38 @@ def resume_point(config: Config) -> ResumePoint:
     from mlic.swa import read_info
 
     folder = config.experiment_dir / "checkpoints"
+    stages = config.resolved_stages()
+    finished = set(_finished_stages(folder))
     done = {}
-    for stage in config.resolved_stages():
+    for stage in stages:
         last = folder / f"{stage.name}-last.ckpt"
         done[stage.name] = int(read_info(last).epoch or 0) if last.is_file() else 0
+    complete = {s.name for s in stages if s.name in finished}
+    for i, stage in enumerate(stages):  # a stage before one that trained has finished, early or not
+        if any(done[later.name] > 0 for later in stages[i + 1 :]):
+            complete.add(stage.name)
     df = pd.read_csv(config.experiment_dir / "metrics.csv")
+    # stage names are text, whatever they look like ("1", "NA")
+    df["stage"] = pd.read_csv(
+        config.experiment_dir / "metrics.csv", usecols=["stage"], dtype=str, keep_default_na=False
+    )["stage"]
     rows = [
         {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
         for row in df.to_dict("records")
         if row["epoch"] <= done.get(row["stage"], 0)
     ]
-    return ResumePoint(rows, done)
+    return ResumePoint(rows, done, complete)
+
+
+def _finished_stages(folder: Path) -> list[str]:
+    path = folder / "stages.json"
+    return list(json.loads(path.read_text(encoding="utf-8")).get("finished", [])) if path.is_file() else []
+
+
+def _mark_finished(folder: Path, stage: str) -> None:
+    """Record that `stage` ran to its end (all epochs, or stopped early on purpose), for --resume."""
+    finished = [s for s in _finished_stages(folder) if s != stage] + [stage]
+    io.write_json(folder / "stages.json", {"finished": finished})
 
 
 def _autocast_dtype(precision: Any) -> torch.dtype | None:
@@ -615,7 +648,7 @@ def _resume_stage(config: Config, module: ClassifierModule, point: ResumePoint) 
     folder = config.experiment_dir / "checkpoints"
     for i, stage in enumerate(stages):
         done = point.done.get(stage.name, 0)
-        if done >= stage.epochs:
+        if done >= stage.epochs or stage.name in point.complete:
             continue
         if done > 0:
             last = folder / f"{stage.name}-last.ckpt"
@@ -632,10 +665,13 @@ def _resume_stage(config: Config, module: ClassifierModule, point: ResumePoint) 
             module.model.load_state_dict(load_weights(previous))
             log.info("resuming at the start of stage %s with the weights of %s", stage.name, previous)
         return i, None
-    raise ConfigError(
-        f"every stage of {config.experiment_name} has finished ({config.experiment_dir / 'metrics.csv'}): "
-        f"nothing to resume"
-    )
+    if (config.experiment_dir / "report.md").is_file():
+        raise ConfigError(
+            f"every stage of {config.experiment_name} has finished and its report is written "
+            f"({config.experiment_dir / 'report.md'}): nothing to resume"
+        )
+    log.info("every stage has finished; resuming with the final evaluation and report")
+    return len(stages), None
 
 
 def run(config: Config, lr_find: bool = False, resume: bool = False) -> Path:
@@ -646,6 +682,10 @@ def run(config: Config, lr_find: bool = False, resume: bool = False) -> Path:
     unfinished one continues from its last checkpoint (weights, optimizer, scheduler, epoch).
     """
     if lr_find or config.lr_finder is not None:
+        if resume:
+            raise ConfigError(
+                "a range-test config (lr_finder=...) trains nothing, so there is nothing to resume"
+            )
         return run_lr_find(config)
     run_ = prepare(config, resume=resume)
     exp_dir, module = run_.exp_dir, run_.module
@@ -659,7 +699,7 @@ def run(config: Config, lr_find: bool = False, resume: bool = False) -> Path:
         recorder.restore(point.rows)
     suffixes = _suffixes([s for s in stages if _wants_range_test(s)])
     range_tests: dict[str, RangeTest] = {}
-    started = time.time()
+    started = time.time() - sum(float(r.get("time_s", 0)) for r in recorder.rows)  # epochs before a resume
     for index, stage in enumerate(stages):
         if index < first:
             continue
@@ -695,6 +735,7 @@ def run(config: Config, lr_find: bool = False, resume: bool = False) -> Path:
         if trainer.interrupted:
             log.warning("training interrupted in stage %s; what was written is kept", stage.name)
             break
+        _mark_finished(exp_dir / "checkpoints", stage.name)
     train_time = time.time() - started
 
     best_path = exp_dir / "model.best.pth"

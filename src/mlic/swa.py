@@ -325,8 +325,15 @@ def run_swa(
     loaders = {s: make_loader(t, plain, config.data, train=False) for s, t in tables.items()}
     device = "cuda" if _device_name(trainer_kwargs(config)).startswith("cuda") else "cpu"
     update_bn = config.swa.update_bn if update_bn is None else update_bn
+    stage_cfg = next((s for s in config.resolved_stages() if s.name == stage), None)
+    frozen = bool(stage_cfg and stage_cfg.freeze_backbone and config.model.freeze_bn)
     if not update_bn:
         bn_text = "BatchNorm statistics were averaged, not re-estimated (update_bn off)"
+    elif frozen and not checkpoints:
+        bn_text = (
+            f"BatchNorm statistics kept as trained: stage {stage} froze the backbone and its BatchNorm "
+            f"(model.freeze_bn), so the head was trained against them"
+        )
     elif reestimate_bn(model, loaders["train"], device):
         bn_text = (
             f"BatchNorm statistics re-estimated with one pass over the {len(tables['train'])} training "
