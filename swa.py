@@ -37,9 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mlic.cli import run_cli, setup_logging
-
-    setup_logging()
+    from mlic.cli import run_cli
 
     def _run() -> int:
         from mlic.config import load_config

@@ -22,7 +22,9 @@ def setup_logging() -> None:
 
 
 def run_cli(main: Callable[[], int], debug: bool) -> int:
-    """Run `main`; a user mistake prints `error: <message>` and returns 2 (traceback only with --debug)."""
+    """Set up logging and run `main`; a user mistake prints `error: <message>` and returns 2 (traceback only
+    with --debug)."""
+    setup_logging()
     try:
         return main()
     except MlicError as e:

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from mlic import io
-from mlic.cli import run_cli, setup_logging
+from mlic.cli import run_cli
 from mlic.data import ImageTransform, read_csv_file, read_rgb
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
 from mlic.models import ModelFile, load_model_file, resolve_model_file
@@ -324,5 +324,4 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """`predict.py`: exit 0 on success, 2 with one `error: ...` line on a user mistake."""
     args = parse_args(argv)
-    setup_logging()
     return run_cli(lambda: _run(args), args.debug)
