@@ -16,8 +16,9 @@ from conftest import CLASSES, REPO, assert_user_error, make_dataset, tiny_config
 
 from mlic import Stage
 from mlic.data import ImageTransform, read_rgb
+from mlic.metrics import read_thresholds
 from mlic.models import load_model_file
-from mlic.predict import list_inputs, main, predict_paths, read_thresholds
+from mlic.predict import list_inputs, main, predict_paths
 
 COLUMNS = ["image", *CLASSES, "predicted", "error"]
 

@@ -205,6 +205,21 @@ _INTERPOLATION = {
 }
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_folder(folder: Path) -> list[Path]:
+    """Every file directly inside `folder` with an image extension (any case), sorted by name."""
+    folder = Path(folder)
+    images = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        key=lambda p: p.name,
+    )
+    if not images:
+        raise DataError(f"folder {folder} holds no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
+    return images
+
+
 def read_rgb(path: str) -> np.ndarray:
     """Decode an image file to an HxWx3 uint8 RGB array (grey and RGBA images included)."""
     image = cv2.imread(path, cv2.IMREAD_COLOR)

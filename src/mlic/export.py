@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from mlic import io
-from mlic.data import ImageTransform, read_rgb
-from mlic.errors import ConfigError, DataError, MlicError
+from mlic.data import ImageTransform, list_folder, read_rgb
+from mlic.errors import ConfigError, MlicError
+from mlic.metrics import read_thresholds
 from mlic.models import ModelFile, load_model_file, resolve_model_file
 
 log = logging.getLogger("mlic")
@@ -177,9 +178,7 @@ def image_paths(exp_dir: Path, images: Path | None) -> list[Path]:
     if images is not None:
         if not images.is_dir():
             raise ConfigError(f"--images {images} is not a folder")
-        return sorted(
-            p for p in images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-        )
+        return list_folder(images)
     from mlic.config import load_config
     from mlic.data import read_table
 
@@ -193,18 +192,6 @@ def image_paths(exp_dir: Path, images: Path | None) -> list[Path]:
         ) from None
     d = config.data
     return [Path(p) for p in read_table(Path(d.root) / d.valid, d).paths]
-
-
-def thresholds_for(exp_dir: Path, mf: ModelFile) -> dict[str, float]:
-    """Per-class thresholds: `thresholds.json` when the experiment has one, else the global threshold."""
-    path = exp_dir / "thresholds.json"
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        missing = [c for c in mf.classes if c not in saved]
-        if missing:
-            raise DataError(f"{path} has no threshold for {', '.join(missing)}; retrain or delete it")
-        return {c: float(saved[c]) for c in mf.classes}
-    return {c: mf.threshold for c in mf.classes}
 
 
 def export_experiment(
@@ -234,7 +221,7 @@ def export_experiment(
         with contextlib.suppress(ValueError, AttributeError):
             report = dict(json.loads(meta_path.read_text(encoding="utf-8")).get("files", {}))
     report = {name: entry for name, entry in report.items() if (exp_dir / name).is_file()}
-    thresholds = thresholds_for(exp_dir, mf)
+    thresholds, _ = read_thresholds(exp_dir, mf.classes, mf.threshold)
     try:
         for fmt in formats:
             start = time.time()
@@ -273,7 +260,7 @@ def export_experiment(
                 },
                 "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
                 "classes": mf.classes,
-                "thresholds": thresholds,
+                "thresholds": dict(zip(mf.classes, thresholds.tolist())),
                 "thresholds_source": "thresholds.json"
                 if (exp_dir / "thresholds.json").is_file()
                 else "threshold",

@@ -9,8 +9,6 @@ predicted; such a row has no probabilities, and the other images are still predi
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,72 +19,18 @@ import torch
 
 from mlic import io
 from mlic.cli import run_cli
-from mlic.data import ImageTransform, read_csv_file, read_rgb
+from mlic.data import IMAGE_EXTENSIONS, ImageTransform, list_folder, read_csv_file, read_rgb
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
+from mlic.metrics import read_thresholds
 from mlic.models import ModelFile, load_model_file, resolve_model_file
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 RESERVED_COLUMNS = ("image", "predicted", "error")
 DEFAULT_WEIGHTS = "model.best.pth"
 
 # ------------------------------------------------------------------------------------- the experiment
 
 
-def resolve_weights(exp_dir: Path, weights: str = DEFAULT_WEIGHTS) -> Path:
-    """The model file to use: `weights` inside the experiment folder, else `weights` as a path."""
-    return resolve_model_file(exp_dir, weights)
-
-
-def read_thresholds(exp_dir: Path, classes: Sequence[str], default: float) -> tuple[np.ndarray, str]:
-    """Per-class thresholds from the experiment's `thresholds.json`, else `default` for every class.
-
-    Returns the thresholds in `classes` order and a sentence saying where they came from.
-    """
-    path = Path(exp_dir) / "thresholds.json"
-    if not path.is_file():
-        return (
-            np.full(len(classes), float(default)),
-            f"threshold {default:g} for every class (the model file's; no {path})",
-        )
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"thresholds file {path} is not valid JSON ({e}); delete it or fix it") from None
-    if not isinstance(saved, dict):
-        raise DataError(f'thresholds file {path} must map each class to a number, like {{"Drama": 0.41}}')
-    missing = [c for c in classes if c not in saved]
-    extra = [str(c) for c in saved if c not in classes]
-    if missing or extra:
-        parts = [f"lacks {', '.join(missing[:5])}"] if missing else []
-        parts += [f"has {', '.join(extra[:5])}, which the model does not predict"] if extra else []
-        raise DataError(
-            f"thresholds file {path} does not match the model's classes: it {' and '.join(parts)}"
-        )
-    bad = [c for c in classes if not _is_number(saved[c])]
-    if bad:
-        raise DataError(
-            f"thresholds file {path}: the threshold of {bad[0]!r} is {saved[bad[0]]!r}, not a number"
-        )
-    return np.array([float(saved[c]) for c in classes]), f"per-class thresholds from {path}"
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # ------------------------------------------------------------------------------------------ the inputs
-
-
-def list_folder(folder: Path) -> list[Path]:
-    """Every file directly inside `folder` with an image extension (any case), sorted by name."""
-    folder = Path(folder)
-    images = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-        key=lambda p: p.name,
-    )
-    if not images:
-        raise DataError(f"folder {folder} holds no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
-    return images
 
 
 def _pick_column(df: pd.DataFrame, path: Path, column: str | None) -> str:
@@ -307,7 +251,7 @@ def _none_predicted(df: pd.DataFrame, args: argparse.Namespace) -> DataError:
 
 def _run(args: argparse.Namespace) -> int:
     _check_out(args)
-    weights = resolve_weights(args.experiment, args.weights)
+    weights = resolve_model_file(args.experiment, args.weights)
     names, paths = list_inputs(args.input, args.column, args.images_dir, args.image_pattern)
     model_file = load_model_file(weights)
     thresholds, source = read_thresholds(args.experiment, model_file.classes, model_file.threshold)

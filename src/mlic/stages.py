@@ -26,7 +26,7 @@ from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_rgb, read_splits
 from mlic.errors import CheckpointError, ConfigError, DataError
 from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
-from mlic.metrics import f1_at, per_class, tune_thresholds
+from mlic.metrics import f1_at, per_class, read_thresholds, tune_thresholds
 from mlic.models import (
     Preprocessing,
     create_model,
@@ -239,6 +239,11 @@ def _set_aside_previous_run(exp_dir: Path) -> None:
         log.warning("an earlier run of %s was moved to %s", exp_dir.name, io.set_aside(exp_dir))
 
 
+def training_device(config: Config) -> str:
+    """ "cuda" when the config's trainer settings put training on a GPU, else "cpu"."""
+    return "cuda" if _device_name(trainer_kwargs(config)).startswith("cuda") else "cpu"
+
+
 def _device_name(kwargs: dict[str, Any]) -> str:
     if kwargs.get("accelerator") in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
@@ -355,14 +360,14 @@ def per_class_rows(
     for split, table in tables.items():
         for row, n in zip(rows, table.targets.sum(0)):
             row[f"{split} support"] = int(n)
+    last = "test" if "test" in outputs else "valid" if "valid" in outputs else None
     for split, (probs, targets) in outputs.items():
         for row, stats in zip(rows, per_class(probs, targets, threshold)):
             row[f"{split} AP"] = stats["ap"]
-    last = "test" if "test" in outputs else "valid" if "valid" in outputs else None
+            if split == last:
+                row[f"{last} F1 @{threshold:g}"] = stats["f1"]
     if last:
         probs, targets = outputs[last]
-        for row, stats in zip(rows, per_class(probs, targets, threshold)):
-            row[f"{last} F1 @{threshold:g}"] = stats["f1"]
         if thresholds is not None:
             for row, stats, t in zip(rows, per_class(probs, targets, thresholds), thresholds):
                 row[f"{last} F1 tuned"] = stats["f1"]
@@ -490,11 +495,10 @@ def resume_point(config: Config) -> ResumePoint:
     for i, stage in enumerate(stages):  # a stage before one that trained has finished, early or not
         if any(done[later.name] > 0 for later in stages[i + 1 :]):
             complete.add(stage.name)
-    df = pd.read_csv(config.experiment_dir / "metrics.csv")
-    # stage names are text, whatever they look like ("1", "NA")
-    df["stage"] = pd.read_csv(
-        config.experiment_dir / "metrics.csv", usecols=["stage"], dtype=str, keep_default_na=False
-    )["stage"]
+    # stage names stay text whatever they look like ("1", "NA"); only empty cells are missing values
+    df = pd.read_csv(
+        config.experiment_dir / "metrics.csv", dtype={"stage": str}, keep_default_na=False, na_values=[""]
+    )
     rows = [
         {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
         for row in df.to_dict("records")
@@ -547,7 +551,7 @@ def stage_range_test(
     )
     loader = make_loader(run_.tables["train"], train_tf, config.data, train=True, seed=config.seed)
     kwargs = trainer_kwargs(config)
-    device = "cuda" if _device_name(kwargs).startswith("cuda") else "cpu"
+    device = training_device(config)
     module.to(device)
     result = range_test(
         module, optimizer, loader, module.loss_fn, settings, device, _autocast_dtype(kwargs["precision"])
@@ -595,18 +599,6 @@ def run_lr_find(config: Config) -> Path:
     return run_.exp_dir
 
 
-def read_thresholds(exp_dir: Path, classes: list[str]) -> np.ndarray | None:
-    """The per-class thresholds of `thresholds.json`, in class order, or None when there is none."""
-    path = exp_dir / "thresholds.json"
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    missing = [c for c in classes if c not in saved]
-    if missing:
-        raise DataError(f"{path} has no threshold for {', '.join(missing)}; retrain or delete it")
-    return np.array([float(saved[c]) for c in classes])
-
-
 def run_evaluate(
     config: Config, split: str, weights: str | Path | None = None
 ) -> dict[str, dict[str, float]]:
@@ -630,7 +622,7 @@ def run_evaluate(
         mf.model, config.loss, config.optimizer, config.scheduler, threshold=config.threshold
     )
     results = evaluate(module, config, loaders, [split])
-    thresholds = read_thresholds(exp_dir, mf.classes)
+    thresholds, _ = read_thresholds(exp_dir, mf.classes, default=None)
     if thresholds is not None and split in module.last_outputs:
         probs, targets = module.last_outputs[split]
         results[split].update({f"{k}_tuned": v for k, v in f1_at(probs, targets, thresholds).items()})

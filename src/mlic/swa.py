@@ -218,13 +218,6 @@ def _reference_loader(config: Config, exp_dir: Path, classes: list[str], model: 
     return load
 
 
-def _load_model_file(path: Path) -> dict[str, Any]:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or "state_dict" not in obj or "classes" not in obj:
-        raise CheckpointError(f"{path} is not a mlic model file (no state_dict or classes)")
-    return obj
-
-
 def replace_section(text: str, heading: str, section: str) -> str:
     """`text` with the Markdown section `heading` (up to the next `## `) replaced by `section`, or appended."""
     start = text.find(f"\n{heading}\n")
@@ -249,10 +242,10 @@ def run_swa(
     """Average checkpoints of `config`'s experiment into `model.swa.pth`, re-estimate BatchNorm, and
     compare it with `model.best.pth` (and `model.ema.pth` when present) on valid and test."""
     from mlic.data import ImageTransform, make_loader, read_splits
-    from mlic.models import Preprocessing, create_model
+    from mlic.models import create_model, load_model_file
     from mlic.module import ClassifierModule
     from mlic.report import markdown_table
-    from mlic.stages import _device_name, evaluate, format_table, model_file, setup_loss, trainer_kwargs
+    from mlic.stages import evaluate, format_table, model_file, setup_loss, training_device
 
     exp_dir = config.experiment_dir
     best_path = exp_dir / "model.best.pth"
@@ -263,22 +256,20 @@ def run_swa(
             f"{best_path} does not exist: train the experiment first (`python train.py CONFIG`); "
             f"swa.py averages the checkpoints a training run kept{moved}"
         )
-    best = _load_model_file(best_path)
-    classes = list(best["classes"])
-    if best.get("model_name") != config.model.name:
+    best = load_model_file(best_path)
+    classes, prep = best.classes, best.prep
+    if best.model_name != config.model.name:
         raise CheckpointError(
-            f"{best_path} was trained as {best.get('model_name')!r} but the config builds "
+            f"{best_path} was trained as {best.model_name!r} but the config builds "
             f"{config.model.name!r}; run swa.py with the config that trained {exp_dir}"
         )
     tables = read_splits(config.data)
-    setup_loss(
-        config.loss, tables["train"], classes
-    )  # as in training: pos_weight="auto" reads the train labels
     if tables["train"].classes != classes:
         raise DataError(
             f"the classes of {config.data.train} ({', '.join(tables['train'].classes)}) are not those the "
             f"experiment was trained on ({exp_dir / 'classes.json'}: {', '.join(classes)})"
         )
+    setup_loss(config.loss, tables["train"], classes)  # as in training: pos_weight="auto" reads the labels
     stage = stage or config.swa_stage()
     names = [s.name for s in config.resolved_stages()]
     if stage not in names and not checkpoints:
@@ -317,13 +308,9 @@ def run_swa(
     model.load_state_dict(state)
     del state
 
-    norm = best["normalization"]
-    prep = Preprocessing(
-        tuple(best["img_size"]), tuple(norm["mean"]), tuple(norm["std"]), norm["interpolation"]
-    )
     plain = ImageTransform(prep.img_size, prep.mean, prep.std, None, prep.interpolation)
     loaders = {s: make_loader(t, plain, config.data, train=False) for s, t in tables.items()}
-    device = "cuda" if _device_name(trainer_kwargs(config)).startswith("cuda") else "cpu"
+    device = training_device(config)
     update_bn = config.swa.update_bn if update_bn is None else update_bn
     stage_cfg = next((s for s in config.resolved_stages() if s.name == stage), None)
     frozen = bool(stage_cfg and stage_cfg.freeze_backbone and config.model.freeze_bn)
@@ -358,18 +345,18 @@ def run_swa(
         log.warning("the earlier model.swa.pth was moved to %s", io.set_aside(out).name)
     io.save_torch(out, model_file(module.model, config, classes, prep, metrics))
 
-    module.model.load_state_dict(best["state_dict"])
+    module.model.load_state_dict(best.model.state_dict())
     for split, values in evaluate(module, config, loaders, ["valid", "test"]).items():
         results[f"best/{split}"] = values
     for split, values in swa_results.items():
         results[f"swa/{split}"] = values
     ema_path = exp_dir / "model.ema.pth"
     if ema_path.is_file():
-        module.model.load_state_dict(_load_model_file(ema_path)["state_dict"])
+        module.model.load_state_dict(load_model_file(ema_path).model.state_dict())
         for split, values in evaluate(module, config, loaders, ["valid", "test"]).items():
             results[f"ema/{split}"] = values
 
-    b = best.get("metrics", {})
+    b = best.metrics
     section = f"""{SECTION}
 
 - `model.swa.pth`: the average of {how}: {", ".join(f"`{p.name}`" for p in paths)}
