@@ -8,11 +8,12 @@ import albumentations as A
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import CLASSES
 
 from mlic import Data
-from mlic.data import ImageTransform, IterationSampler, LabelTable, make_loader, read_splits
+from mlic.data import ImageTransform, IterationSampler, LabelTable, make_loader, read_splits, resize
 
 
 def _same_image_table(tmp_path: Path, n: int = 16) -> LabelTable:
@@ -153,3 +154,43 @@ def test_grey_and_rgba_images_decode_to_rgb(tmp_path):
     assert read_rgb(str(grey)).shape == (5, 7, 3)
     rgb = read_rgb(str(rgba))
     assert rgb.shape == (5, 7, 3) and tuple(rgb[0, 0]) == (30, 20, 10)  # stored BGR(A), returned RGB
+
+
+# ---------------------------------------------------------------------------------- antialiased resize
+
+
+def _stripes(height: int, width: int) -> np.ndarray:
+    """One-pixel black and white vertical stripes: detail finer than any smaller image can hold."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:, ::2] = 255
+    return image
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_shrinking_averages_fine_detail_instead_of_aliasing_it(interpolation):
+    image = _stripes(128, 128)
+    out = ImageTransform((80, 80), (0.0,) * 3, (1 / 255,) * 3, None, interpolation)(image).numpy()
+    # an antialiased resize turns stripes too fine to keep into (nearly) their average grey
+    assert abs(out.mean() - 127.5) < 2 and out.std() < 15
+    # what cv2.resize does with the same interpolation: the stripes turn into a moiré pattern
+    code = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR}[interpolation]
+    assert cv2.resize(image, (80, 80), interpolation=code).std() > 60
+
+
+def test_growing_keeps_the_picture():
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    out = resize(image, (40, 60), "bicubic")
+    assert out.shape == (40, 60, 3) and out.dtype == np.uint8
+    assert np.abs(out[::2, ::2].astype(int) - image).mean() < 40  # close to the pixels it grew from
+
+
+def test_a_size_that_shrinks_one_side_and_grows_the_other_averages_the_shrinking_one():
+    image = _stripes(20, 64)  # stripes across the width, which shrinks to a third; the height grows
+    out = resize(image, (40, 21), "bicubic")
+    assert out.shape == (40, 21, 3)
+    assert abs(out.mean() - 127.5) < 3 and out[:, 1:-1].std() < 10
+
+
+def test_an_image_of_the_right_size_is_not_touched():
+    image = _stripes(16, 16)
+    assert resize(image, (16, 16)) is image

@@ -76,6 +76,7 @@ def test_every_format_round_trips_and_matches_eager(root_path, trained):
         "height": 32,
         "width": 40,
         "resize_interpolation": "bilinear",
+        "resize_antialias": True,
     }
     assert meta["thresholds"] == json.loads((root_path / "thresholds.json").read_text())
     assert {e["weights"] for e in meta["files"].values()} == {"model.best.pth"}

@@ -22,7 +22,19 @@ from conftest import make_dataset, start_cli_cases, tiny_config
 from torch import nn
 
 from mlic import LRFinder, Stage
-from mlic.lr_finder import minimum, range_test, sensible_range, steepest, suggest, valley
+from mlic.lr_finder import (
+    RULES,
+    RangeTest,
+    describe,
+    lowest_raw,
+    minimum,
+    range_test,
+    sensible_range,
+    smooth,
+    steepest,
+    suggest,
+    valley,
+)
 from mlic.module import ClassifierModule
 from mlic.stages import run, run_lr_find
 
@@ -303,8 +315,105 @@ def test_minimum_is_a_tenth_of_the_lr_at_the_lowest_loss():
     assert minimum(LRS, CURVE) == LR_AT_MIN / 10
 
 
-def test_the_default_rule_is_minimum():
-    assert suggest(LRS, CURVE) == minimum(LRS, CURVE)
+def test_suggest_and_range_test_share_the_default_rule():
+    assert suggest(LRS, CURVE) == RULES[LRFinder().suggestion](LRS, CURVE)
+    assert RangeTest().rule == LRFinder().suggestion
+
+
+# ------------------------------------------------------- smoothing that does not lag the sweep
+
+# A range test recorded on a real data set (bench/data_emoji.py, resnet10t from scratch, AdamW, batch 64,
+# a head without prior initialisation): the raw loss falls from log 2 to its lowest near 2e-2 and the
+# sweep diverges at about 2. A trailing average with beta=0.98 (the previous smoothing) lags by decades.
+LAGGING = pd.read_csv(Path(__file__).parent / "fixtures" / "range_test_lagging.csv")
+
+
+def _trailing_average(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
+    """The bias-corrected exponential moving average fastai and Lightning smooth with."""
+    out, avg = [], 0.0
+    for i, value in enumerate(losses):
+        avg = beta * avg + (1 - beta) * value
+        out.append(avg / (1 - beta ** (i + 1)))
+    return np.array(out)
+
+
+def test_the_recorded_curve_lags_under_a_trailing_average():
+    lrs, raw = LAGGING["lr"].to_numpy(), LAGGING["loss"].to_numpy()
+    lowest_raw = lrs[10 + int(np.argmin(raw[10:]))]
+    lagging = _trailing_average(raw)
+    assert lrs[10 + int(np.argmin(lagging[10:]))] > 30 * lowest_raw
+    assert minimum(lrs, lagging) > lowest_raw  # what the old default suggested: past the lowest loss
+
+
+@pytest.mark.parametrize("rule", ["valley", "steepest", "minimum"])
+def test_on_a_recorded_curve_the_suggestion_sits_where_the_raw_loss_still_falls(rule):
+    lrs, raw = LAGGING["lr"].to_numpy(), LAGGING["loss"].to_numpy()
+    smoothed = smooth(lrs, raw, LRFinder().window)
+    lr = suggest(lrs, smoothed, rule)
+    i = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))  # the sweep's step nearest the suggestion
+    lowest_raw = lrs[10 + int(np.argmin(raw[10:]))]
+    assert lr < lowest_raw
+    # half a decade before the suggestion the raw loss was higher, and it goes lower after it
+    before = np.flatnonzero(lrs <= lr / 10**0.5)[-1]
+    assert raw[before - 2 : before + 3].mean() > raw[i - 2 : i + 3].mean() > raw.min()
+
+
+def test_centred_smoothing_keeps_the_lowest_point_where_it_is():
+    # a V in log LR with noise: the smoothed minimum stays at the true one; a trailing average moves it
+    x = np.log10(LRS)
+    rng = np.random.default_rng(0)
+    truth = 1 + np.abs(x + 3)
+    losses = truth + rng.normal(0, 0.05, len(x))
+    lr_true = LRS[int(np.argmin(np.abs(x + 3)))]
+    smoothed = smooth(LRS, losses, 0.5)
+    assert abs(np.log10(LRS[int(np.argmin(smoothed))] / lr_true)) <= 0.25  # within a quarter decade
+    assert LRS[int(np.argmin(_trailing_average(losses)))] > 10 * lr_true
+    assert np.std((smoothed - truth)[5:-5]) < 0.75 * np.std(losses - truth)  # it does smooth
+
+
+def test_centred_smoothing_of_a_straight_line_is_the_line():
+    line = 2.0 - 0.1 * np.log10(LRS)
+    assert np.allclose(smooth(LRS, line, 0.5), line)
+
+
+def test_smoothing_window_zero_is_the_raw_curve():
+    losses = CURVE + np.random.default_rng(1).normal(0, 0.05, len(CURVE))
+    assert np.array_equal(smooth(LRS, losses, 0.0), losses)
+
+
+def test_smoothing_stops_at_the_first_non_finite_loss():
+    losses = CURVE.copy()
+    losses[60] = np.nan
+    losses[61:] = 100.0
+    out = smooth(LRS, losses, 0.5)
+    assert np.isnan(out[60]) and np.isfinite(out[:60]).all()
+    assert np.allclose(out[:60], smooth(LRS[:60], CURVE[:60], 0.5))
+
+
+def test_the_range_test_shows_progress_and_says_how_far_below_the_lowest_loss_it_suggests(capsys):
+    module = _module()
+    result = range_test(
+        module,
+        module.build_optimizer(),
+        _batches(),
+        module.loss_fn,
+        LRFinder(start_lr=1e-5, end_lr=1e-1, num_steps=12),
+        label="stage full",
+    )
+    assert "LR range test (stage full)" in capsys.readouterr().err
+    assert result.suggestion is not None
+    line = describe(result, "full")
+    lowest = lowest_raw(result)
+    assert f"{lowest:.2e}" in line and "lowest raw loss" in line
+    if result.suggestion < lowest * 0.95:
+        assert f"{lowest / result.suggestion:.1f}x below" in line
+
+
+def test_progress_false_prints_nothing(capsys):
+    module = _module()
+    settings = LRFinder(start_lr=1e-5, end_lr=1e-1, num_steps=8, progress=False)
+    range_test(module, module.build_optimizer(), _batches(), module.loss_fn, settings)
+    assert "LR range test" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])

@@ -78,6 +78,7 @@ class Model:
     freeze_bn: bool = True
     drop_rate: float = 0.0
     kwargs: dict = field(default_factory=dict)
+    prior_init: bool = True
 
 
 @dataclass
@@ -270,8 +271,11 @@ def _check_lr_finder(finder: LRFinder, name: str, where: str) -> None:
         )
     if finder.num_steps < 5:
         raise ConfigError(f"{where}: field '{name}.num_steps' must be at least 5, got {finder.num_steps}")
-    if not 0 <= finder.smoothing < 1:
-        raise ConfigError(f"{where}: field '{name}.smoothing' must be in [0, 1), got {finder.smoothing}")
+    if not finder.window >= 0:
+        raise ConfigError(
+            f"{where}: field '{name}.window' is the smoothing window in decades of LR; it must be 0 or "
+            f"more, got {finder.window}"
+        )
     if finder.diverge <= 1:
         raise ConfigError(f"{where}: field '{name}.diverge' must be above 1, got {finder.diverge}")
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from mlic.config import Data
@@ -197,12 +198,29 @@ def read_splits(cfg: Data) -> dict[str, LabelTable]:
 # ------------------------------------------------------------------------------------------ images
 
 
-_INTERPOLATION = {
-    "nearest": cv2.INTER_NEAREST,
-    "bilinear": cv2.INTER_LINEAR,
-    "bicubic": cv2.INTER_CUBIC,
-    "area": cv2.INTER_AREA,
+_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+    "box": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+def resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an HxWx3 uint8 image to `size` (height, width) with `interpolation`, antialiased.
+
+    Pillow's resize widens its filter by the shrink factor wherever a side shrinks, so detail finer
+    than the new size is averaged away instead of aliased (`cv2.resize` with bilinear or bicubic
+    interpolation samples a fixed neighbourhood and aliases). It is what timm's and torchvision's
+    transforms do on PIL images, so models pretrained there see the images they were trained on.
+    """
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    resized = Image.fromarray(image).resize((w, h), _FILTERS.get(interpolation, Image.Resampling.BILINEAR))
+    return np.asarray(resized)
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -243,7 +261,7 @@ class ImageTransform:
         self.mean = np.asarray(mean, dtype=np.float32) * 255.0
         self.std = np.asarray(std, dtype=np.float32) * 255.0
         self.augmentations = augmentations
-        self.interpolation = _INTERPOLATION.get(interpolation, cv2.INTER_LINEAR)
+        self.interpolation = interpolation
 
     def reseed(self, seed: int) -> None:
         """Reseed an albumentations pipeline, which keeps its own generator apart from numpy's."""
@@ -251,10 +269,7 @@ class ImageTransform:
             self.augmentations.set_random_seed(seed)
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
-        h, w = self.img_size
-        if image.shape[:2] == (h, w):
-            return image
-        return cv2.resize(image, (w, h), interpolation=self.interpolation)
+        return resize(image, self.img_size, self.interpolation)
 
     def _augment(self, image: np.ndarray) -> np.ndarray:
         if self.augmentations is None:

@@ -257,6 +257,7 @@ def export_experiment(
                     "height": h,
                     "width": w,
                     "resize_interpolation": mf.prep.interpolation,
+                    "resize_antialias": True,  # Pillow's resize, as mlic.data.resize
                 },
                 "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
                 "classes": mf.classes,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from mlic import io
 
@@ -24,14 +25,19 @@ log = logging.getLogger("mlic")
 
 @dataclass
 class LRFinder:
-    """Settings of an LR range test (exponential sweep of the head's LR from `start_lr` to `end_lr`)."""
+    """Settings of an LR range test (exponential sweep of the head's LR from `start_lr` to `end_lr`).
+
+    The loss is smoothed over a window `window` decades of LR wide, centred on each point, so the
+    smoothed curve does not lag the sweep whatever `num_steps` and the LR span are.
+    """
 
     start_lr: float = 1e-7
     end_lr: float = 10.0
     num_steps: int = 100
-    smoothing: float = 0.98
+    window: float = 0.5
     diverge: float = 4.0
-    suggestion: Literal["minimum", "steepest", "valley"] = "minimum"
+    suggestion: Literal["minimum", "steepest", "valley"] = "valley"  # DEFAULT_RULE
+    progress: bool = True
 
 
 @dataclass
@@ -44,7 +50,7 @@ class RangeTest:
     suggestion: float | None = None
     stopped_early: bool = False
     seconds: float = 0.0
-    rule: str = "minimum"
+    rule: str = "valley"  # DEFAULT_RULE
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -115,12 +121,18 @@ def steepest(
 
 
 def minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
-    """A tenth of the LR at the lowest loss (the classic rule of thumb; mlic's default)."""
+    """A tenth of the LR at the lowest loss (the classic rule of thumb)."""
     lrs, losses = _finite_prefix(lrs, losses)
     if len(losses) < MIN_POINTS:
         return None
     return float(lrs[_lowest(losses)] / 10)
 
+
+RULE_TEXT = {
+    "valley": "fastai's: about halfway down the longest stretch of falling loss",
+    "steepest": "where the loss falls fastest against log LR",
+    "minimum": "a tenth of the LR at the lowest loss",
+}
 
 RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
     "valley": valley,
@@ -129,7 +141,10 @@ RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
 }
 
 
-def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = "minimum") -> float | None:
+DEFAULT_RULE = LRFinder.suggestion
+
+
+def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = DEFAULT_RULE) -> float | None:
     """The suggested LR of a curve by `rule`, never above the LR at the lowest loss.
 
     None when fewer than `MIN_POINTS` finite points are left: too short a curve to read.
@@ -150,6 +165,40 @@ def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float
         return None
     lowest = float(lrs[_lowest(losses)])
     return lowest / 30, lowest / 3
+
+
+# ------------------------------------------------------------------------------------------ smoothing
+
+
+def smooth(lrs: Iterable[float], losses: Iterable[float], window: float = 0.5) -> np.ndarray:
+    """The loss averaged over a window `window` decades of LR wide, centred on each point (no lag).
+
+    A trailing exponential average lags an exponential sweep by a fixed number of steps, which is
+    several decades of LR when the sweep is short (fastai's and Lightning's beta=0.98 lags by about 50
+    steps); a centred window lags by nothing, and its width is set in decades, not steps. Near the ends
+    the window shrinks symmetrically (the first and last points stay raw). Non-finite losses stay
+    non-finite and end the finite part: nothing after the first one is averaged.
+    """
+    lrs, values = np.asarray(list(lrs), dtype=float), np.asarray(list(losses), dtype=float)
+    out = np.full(len(values), np.nan)
+    x, y = _finite_prefix(lrs, values)
+    n = len(y)
+    if n == 0:
+        return values.copy()
+    logs = np.log10(x)
+    half = window / 2
+    for i in range(n):
+        lo = int(np.searchsorted(logs, logs[i] - half - 1e-12, side="left"))
+        hi = int(np.searchsorted(logs, logs[i] + half + 1e-12, side="right")) - 1
+        k = min(i - lo, hi - i)  # as many points on each side: the window stays centred
+        out[i] = y[i - k : i + k + 1].mean()
+    out[n:] = values[n:]
+    return out
+
+
+def _points_per_window(settings: LRFinder) -> float:
+    decades = math.log10(settings.end_lr / settings.start_lr)
+    return max(1.0, settings.window * (settings.num_steps - 1) / decades)
 
 
 # ----------------------------------------------------------------------------------------- the sweep
@@ -189,6 +238,7 @@ def range_test(
     settings: LRFinder,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    label: str = "",
 ) -> RangeTest:
     """Sweep the LR exponentially over `settings.num_steps` optimizer steps; restore everything after.
 
@@ -196,7 +246,9 @@ def range_test(
     (discriminative LRs) is kept; the head's LR (the largest, without a group named 'head') follows
     `start_lr` → `end_lr`. The model's
     weights and buffers, the optimizer's state and all random generators are exactly what they were
-    before, whatever happens during the sweep.
+    before, whatever happens during the sweep. A progress bar (`settings.progress`) names `label`.
+    The sweep stops once a trailing average of the loss, as wide as the smoothing window, exceeds
+    `settings.diverge` times its lowest value.
     """
     device = torch.device(device)
     result = RangeTest(rule=settings.suggestion)
@@ -210,8 +262,15 @@ def range_test(
     ratio = settings.end_lr / settings.start_lr
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
     batches = _cycle(loader)
-    best = math.inf
-    avg = 0.0
+    alpha = 2.0 / (_points_per_window(settings) + 1)  # a causal average as wide as the window, for the stop
+    avg, best = 0.0, math.inf
+    bar = tqdm(
+        total=settings.num_steps,
+        desc=f"LR range test{f' ({label})' if label else ''}",
+        disable=not settings.progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     started = time.time()
     try:
         model.train()
@@ -232,16 +291,18 @@ def range_test(
                 loss.backward()
                 optimizer.step()
             value = float(loss.detach())
-            avg = settings.smoothing * avg + (1 - settings.smoothing) * value
-            smooth = avg / (1 - settings.smoothing ** (step + 1))
             result.lrs.append(lr)
             result.losses.append(value)
-            result.smoothed.append(smooth)
-            if not math.isfinite(smooth) or smooth > settings.diverge * best:
+            avg = (1 - alpha) * avg + alpha * value
+            trailing = avg / (1 - (1 - alpha) ** (step + 1))
+            bar.update(1)
+            bar.set_postfix(lr=f"{lr:.1e}", loss=f"{value:.4f}", refresh=False)
+            if not math.isfinite(trailing) or trailing > settings.diverge * best:
                 result.stopped_early = step + 1 < settings.num_steps
                 break
-            best = min(best, smooth)
+            best = min(best, trailing)
     finally:
+        bar.close()
         batches.close()
         model.load_state_dict(weights)
         optimizer.load_state_dict(opt_state)
@@ -249,6 +310,7 @@ def range_test(
         optimizer.zero_grad(set_to_none=True)
         for m, training in modes.items():
             m.training = training
+    result.smoothed = smooth(result.lrs, result.losses, settings.window).tolist()
     result.seconds = time.time() - started
     result.suggestion = suggest(result.lrs, result.smoothed, settings.suggestion)
     return result
@@ -286,11 +348,29 @@ def save_curve(result: RangeTest, csv_path: Path, png_path: Path, title: str = "
     plt.close(fig)
 
 
+def lowest_raw(result: RangeTest) -> float | None:
+    """The LR at the lowest raw (unsmoothed) loss of the curve's finite part, past its first tenth."""
+    lrs, losses = _finite_prefix(result.lrs, result.losses)
+    if len(losses) < MIN_POINTS:
+        return None
+    return float(lrs[_lowest(losses)])
+
+
 def describe(result: RangeTest, stage: str) -> str:
-    """One line for the log: what the range test did, how long it took and what it suggests."""
-    lr = f"{result.suggestion:.2e}" if result.suggestion is not None else "none (curve too short)"
+    """One line for the log: what the range test did, how long it took, what it suggests and how far
+    below the lowest raw loss that sits."""
     early = " (stopped early: the loss diverged)" if result.stopped_early else ""
-    return (
-        f"LR range test, stage {stage}: {len(result.lrs)} steps in {result.seconds:.1f} s{early}; "
-        f"suggested LR {lr}"
-    )
+    line = f"LR range test, stage {stage}: {len(result.lrs)} steps in {result.seconds:.1f} s{early}; "
+    if result.suggestion is None:
+        return line + "suggested LR none (curve too short)"
+    line += f"suggested LR {result.suggestion:.2e} ({result.rule})"
+    lowest = lowest_raw(result)
+    if lowest is not None:
+        factor = lowest / result.suggestion
+        where = (
+            f"{factor:.1f}x below"
+            if factor >= 1.05
+            else ("at" if factor > 0.95 else f"{1 / factor:.1f}x above")
+        )
+        line += f", {where} the LR of the lowest raw loss ({lowest:.2e})"
+    return line

@@ -14,6 +14,22 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from mlic.errors import DataError
 
 
+def class_priors(targets: np.ndarray) -> np.ndarray:
+    """Each class's positive frequency, kept inside (0, 1): a class without positives (or negatives)
+    counts half a positive (or negative), so its log-odds stay finite."""
+    targets = np.asarray(targets, dtype=np.float64)
+    n = max(len(targets), 1)
+    return np.clip(targets.mean(axis=0), 0.5 / n, 1 - 0.5 / n)
+
+
+def prior_loss(targets: np.ndarray) -> float:
+    """Mean binary cross-entropy of predicting each class's frequency for every image: the loss a
+    model that ignores the image reaches, and the loss a prior-initialised head starts from."""
+    targets = np.asarray(targets, dtype=np.float64)
+    p = class_priors(targets)
+    return float(-np.mean(targets * np.log(p) + (1 - targets) * np.log1p(-p)))
+
+
 def mean_average_precision(probs: np.ndarray, targets: np.ndarray) -> float:
     """Macro average precision over the classes that have at least one positive."""
     scores = [

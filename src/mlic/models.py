@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from torch import nn
@@ -114,8 +115,10 @@ def load_pretrained_file(model: nn.Module, path: Path) -> None:
     log.info("loaded backbone weights from %s; the classification head is newly initialised", path)
 
 
-def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list[str]) -> None:
-    """Start from another experiment's model file; re-create the head when its classes differ."""
+def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list[str]) -> bool:
+    """Start from another experiment's model file; re-create the head when its classes differ.
+
+    Returns whether the head came from the checkpoint (False: it is newly initialised)."""
     state, meta = _read_state_dict(path, "model.checkpoint")
     saved_name = meta.get("model_name")
     if saved_name and saved_name != model_name:
@@ -139,7 +142,7 @@ def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list
     if saved_classes is None or list(saved_classes) == list(classes):
         _load_into(model, state, path, "model.checkpoint", keep_head=True)
         log.info("started from %s (all weights, head included)", path)
-        return
+        return True
     _load_into(model, state, path, "model.checkpoint", keep_head=False)
     log.warning(
         "model.checkpoint %s has other classes than this run (%d here): the head is re-created, "
@@ -147,6 +150,32 @@ def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list
         path,
         len(classes),
     )
+    return False
+
+
+def classifier_bias(model: nn.Module) -> torch.Tensor | None:
+    """The bias of the layer that produces the logits (timm's `get_classifier()`), or None."""
+    get = getattr(model, "get_classifier", None)
+    layer = get() if callable(get) else None
+    if isinstance(layer, (list, tuple)):  # e.g. a distilled ViT: (head, head_dist)
+        layer = layer[0]
+    bias = getattr(layer, "bias", None)
+    return bias if isinstance(bias, torch.Tensor) else None
+
+
+def prior_init_head(model: nn.Module, priors: np.ndarray) -> bool:
+    """Set the new head's bias to the log-odds of each class's frequency (focal-loss paper, sec. 3.3),
+    so that before any training the model predicts the class priors instead of 0.5 for every class.
+
+    Returns False (and changes nothing) when the model has no classifier bias of one value per class.
+    """
+    bias = classifier_bias(model)
+    if bias is None or bias.shape != (len(priors),):
+        return False
+    priors = np.asarray(priors, dtype=np.float64)
+    with torch.no_grad():
+        bias.copy_(torch.as_tensor(np.log(priors / (1 - priors)), dtype=bias.dtype))
+    return True
 
 
 def preprocessing(model: nn.Module, img_size: tuple[int, int] | None) -> Preprocessing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -15,6 +16,8 @@ from torch import nn
 from mlic.config import Stage
 from mlic.metrics import multilabel_metrics
 from mlic.models import backbone_norm_modules, parameter_groups, set_backbone_trainable
+
+log = logging.getLogger("mlic")
 
 # Scheduler arguments a stage fills in from its own length when the config leaves them out.
 _LENGTH_ARGS = ("total_steps", "T_max")
@@ -46,6 +49,8 @@ class ClassifierModule(L.LightningModule):
         self.epoch_summary: dict[str, float] = {}
         # (probabilities, targets) of the last evaluation of each split, for thresholds and per-class tables
         self.last_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # the loss of predicting each class's train frequency (set by the runner), logged beside the first batch's
+        self.prior_loss: float | None = None
 
     # ----------------------------------------------------------------------------------------- stage
 
@@ -72,6 +77,14 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.loss_fn(self.model(x), y)
+        if batch_idx == 0 and self.trainer.global_step == 0 and self.trainer.current_epoch == 0:
+            prior = f" (prior loss {self.prior_loss:.4f})" if self.prior_loss is not None else ""
+            log.info(
+                "stage %s: first-batch loss %.4f%s",
+                self.stage.name if self.stage else "?",
+                float(loss.detach()),  # one wait per stage, not per step
+                prior,
+            )
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         # kept as a tensor: converting every step would make a GPU wait for each batch
         self._train_loss[0] = self._train_loss[0] + loss.detach() * len(x)

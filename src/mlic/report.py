@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 from mlic import io  # noqa: E402
 from mlic.config import Config  # noqa: E402
+from mlic.lr_finder import DEFAULT_RULE, RULE_TEXT, sensible_range  # noqa: E402
 
 COLUMNS = ["loss", "map", "auc", "f1_micro", "f1_macro"]
 TUNED = ["f1_micro_tuned", "f1_macro_tuned"]
@@ -167,8 +168,6 @@ def write_report(
 
 def lr_table(results: dict[str, Any], suffixes: dict[str, str]) -> str:
     """One Markdown row per range test: steps, time, suggestion, sensible range and the curve."""
-    from mlic.lr_finder import sensible_range
-
     lines = [
         "| stage | steps | seconds | rule | suggested LR | range | curve |",
         "|---|---|---|---|---|---|---|",
@@ -191,9 +190,10 @@ def write_lr_report(
     """`report.md` of a range test (or its section in a training report)."""
     section = f"""## LR range test
 
-The suggestion is read off the smoothed loss by the rule named (`minimum`, the default: a tenth of the
-LR at the lowest loss) and is never above the LR of the lowest loss; the range runs from 30× to 3×
-below the LR of the lowest loss.
+The suggestion is read off the smoothed loss (averaged over a window of LR centred on each point, so
+it does not lag the sweep) by the rule named (`{DEFAULT_RULE}`, the default: {RULE_TEXT[DEFAULT_RULE]})
+and is never above the LR of the lowest loss; the range runs from 30× to 3× below the LR of the lowest
+loss.
 
 {lr_table(results, suffixes)}
 

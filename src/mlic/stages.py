@@ -26,7 +26,7 @@ from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_rgb, read_splits
 from mlic.errors import CheckpointError, ConfigError, DataError
 from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
-from mlic.metrics import f1_at, per_class, read_thresholds, tune_thresholds
+from mlic.metrics import class_priors, f1_at, per_class, prior_loss, read_thresholds, tune_thresholds
 from mlic.models import (
     Preprocessing,
     create_model,
@@ -34,6 +34,7 @@ from mlic.models import (
     load_checkpoint,
     load_model_file,
     preprocessing,
+    prior_init_head,
     resolve_model_file,
 )
 from mlic.module import ClassifierModule, current_lrs
@@ -431,8 +432,23 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     tables = read_splits(config.data)
     classes = tables["train"].classes
     model = create_model(config.model, len(classes))
+    head_loaded = False
     if config.model.checkpoint:
-        load_checkpoint(model, Path(config.model.checkpoint), config.model.name, classes)
+        head_loaded = load_checkpoint(model, Path(config.model.checkpoint), config.model.name, classes)
+    train_targets = tables["train"].targets
+    if config.model.prior_init and not head_loaded and not resume:
+        if prior_init_head(model, class_priors(train_targets)):
+            log.info(
+                "the new head starts at the class frequencies of the train split (prior loss %.4f); "
+                "Model(prior_init=False) turns this off",
+                prior_loss(train_targets),
+            )
+        else:
+            log.warning(
+                "model.prior_init: %s has no classifier bias with one value per class; its head keeps "
+                "timm's initialisation",
+                config.model.name,
+            )
     prep = preprocessing(model, config.data.img_size)
     head_parameter_names(model, prep.img_size)
     setup_loss(config.loss, tables["train"], classes)
@@ -452,6 +468,7 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
         threshold=config.threshold,
         freeze_bn=config.model.freeze_bn,
     )
+    module.prior_loss = prior_loss(train_targets)
     kwargs = trainer_kwargs(config)
     log.info("device: %s, precision %s", _device_name(kwargs), kwargs["precision"])
     return Prepared(tables, classes, prep, module, exp_dir)
@@ -553,8 +570,17 @@ def stage_range_test(
     kwargs = trainer_kwargs(config)
     device = training_device(config)
     module.to(device)
+    if config.trainer.get("enable_progress_bar") is False:
+        settings = replace(settings, progress=False)
     result = range_test(
-        module, optimizer, loader, module.loss_fn, settings, device, _autocast_dtype(kwargs["precision"])
+        module,
+        optimizer,
+        loader,
+        module.loss_fn,
+        settings,
+        device,
+        _autocast_dtype(kwargs["precision"]),
+        label=f"stage {stage.name}",
     )
     module.to("cpu")
     save_curve(

@@ -1,0 +1,99 @@
+"""Prior-initialised heads: a new head starts at the class frequencies of the train split, so the first
+loss is the prior loss; `Model(prior_init=False)` and heads loaded from checkpoints are left alone."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from conftest import tiny_config
+from torch import nn
+
+from mlic import Stage
+from mlic.data import read_splits
+from mlic.metrics import class_priors, prior_loss
+from mlic.models import classifier_bias, prior_init_head
+from mlic.stages import prepare, run
+
+
+def _entropy(p: np.ndarray) -> float:
+    return float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
+
+
+def _known_table(n: int = 40) -> np.ndarray:
+    """Four classes with frequencies 1/40, 1/4, 1/2 and 9/10."""
+    targets = np.zeros((n, 4), dtype=np.float32)
+    targets[:1, 0] = 1
+    targets[:10, 1] = 1
+    targets[5:25, 2] = 1
+    targets[:36, 3] = 1
+    return targets
+
+
+def test_prior_loss_is_the_mean_binary_entropy_of_the_class_frequencies():
+    assert prior_loss(_known_table()) == pytest.approx(_entropy(np.array([1 / 40, 1 / 4, 1 / 2, 9 / 10])))
+
+
+def test_a_class_without_positives_gets_finite_log_odds():
+    targets = _known_table()
+    targets[:, 0] = 0
+    priors = class_priors(targets)
+    assert 0 < priors[0] < 1e-1 and np.isfinite(np.log(priors / (1 - priors))).all()
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_vit", "test_convnext"])
+def test_with_the_heads_weights_zeroed_the_loss_over_the_table_is_its_prior_loss(name):
+    targets = _known_table()
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=4).eval()
+    assert prior_init_head(model, class_priors(targets))
+    with torch.no_grad():
+        model.get_classifier().weight.zero_()
+        logits = model(torch.randn(len(targets), 3, 32, 32))
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(targets))
+    assert float(loss) == pytest.approx(_entropy(np.array([1 / 40, 1 / 4, 1 / 2, 9 / 10])), abs=1e-5)
+
+
+def test_a_new_run_starts_from_the_train_splits_prior(dataset, caplog):
+    config = tiny_config(dataset, stages=[Stage("full", epochs=1)])
+    with caplog.at_level(logging.INFO, logger="mlic"):
+        module = prepare(config).module
+    train = read_splits(config.data)["train"].targets
+    freq = train.mean(axis=0, dtype=np.float64)
+    assert torch.allclose(
+        classifier_bias(module.model).double(), torch.from_numpy(np.log(freq / (1 - freq))), atol=1e-6
+    )
+    assert f"prior loss {prior_loss(train):.4f}" in caplog.text
+
+
+def test_prior_init_false_keeps_timms_initialisation(dataset):
+    config = tiny_config(dataset, stages=[Stage("full", epochs=1)])
+    config.model.prior_init = False
+    torch.manual_seed(0)
+    bias = classifier_bias(prepare(config).module.model)
+    freq = read_splits(config.data)["train"].targets.mean(axis=0)
+    assert not np.allclose(bias.detach().numpy(), np.log(freq / (1 - freq)), atol=1e-3)
+
+
+def test_a_head_loaded_from_a_checkpoint_is_left_as_it_is(dataset):
+    first = run(tiny_config(dataset, "first", stages=[Stage("full", epochs=1)]))
+    saved = torch.load(first / "model.best.pth", weights_only=True)["state_dict"]
+    config = tiny_config(dataset, "second", stages=[Stage("full", epochs=1)])
+    config.model.checkpoint = str(first / "model.best.pth")
+    bias = classifier_bias(prepare(config).module.model)
+    assert torch.equal(bias.detach(), saved["fc.bias"])
+
+
+def test_the_first_batch_loss_is_logged_beside_the_prior_loss(dataset, caplog):
+    config = tiny_config(dataset, stages=[Stage("head", epochs=1, freeze_backbone=True)])
+    with caplog.at_level(logging.INFO, logger="mlic"):
+        run(config)
+    train = pd.read_csv(dataset / "train_df.csv").drop(columns="Id").to_numpy()
+    lines = [r.getMessage() for r in caplog.records if "first-batch loss" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].startswith("stage head: first-batch loss ")
+    assert lines[0].endswith(f"(prior loss {prior_loss(train):.4f})")
