@@ -1,6 +1,6 @@
 """Build "Material Design Icons": black-on-white icons labelled by their categories (multi-label).
 
-Usage (from the repo root; needs `pip install cairosvg`):
+Usage (from the repo root; needs cairosvg: `.venv/bin/pip install -e ".[bench]"`, and libcairo2):
     .venv/bin/python bench/data_icons.py --out data/icons [--packages data/npm] [--classes 18] [--seed 0] [--force]
 
 Source: the npm package @mdi/svg@7.4.47 (Pictogrammers' Material Design Icons; `svg/<name>.svg` and

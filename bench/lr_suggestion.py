@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import suite  # noqa: E402
 
 from mlic import LRFinder, Stage  # noqa: E402
-from mlic.lr_finder import RULES, smooth, suggest  # noqa: E402
+from mlic.lr_finder import DEFAULT_RULE, RULES, smooth, suggest  # noqa: E402
 from mlic.stages import run  # noqa: E402
 
 OUT = Path("experiments/bench_suite")
@@ -117,27 +117,24 @@ class Bench:
         return self.results[key]
 
     def range_test(self, dataset: str, scenario: str) -> dict:
+        """The scenario's range test (run once) and every rule's suggestion read off its curve."""
         key = f"{dataset}/{scenario}/range test"
-        if key in self.results:
-            return self.results[key]
-        name = f"suite_{dataset}_{scenario}_lr_find"
-        exp_dir = run(self.scenario_config(dataset, scenario, name, LRFinder(progress=False)), lr_find=True)
-        curve = pd.read_csv(exp_dir / "lr_finder.csv")
+        if key not in self.results:
+            name = f"suite_{dataset}_{scenario}_lr_find"
+            config = self.scenario_config(dataset, scenario, name, LRFinder(progress=False))
+            exp_dir = run(config, lr_find=True)
+            report = (exp_dir / "report.md").read_text().splitlines()
+            row = next(line for line in report if line.startswith(("| head |", "| full |")))
+            self.results[key] = {"seconds": float(row.split("|")[3]), "exp_dir": str(exp_dir)}
+        test = self.results[key]
+        curve = pd.read_csv(Path(test["exp_dir"]) / "lr_finder.csv")
         lrs, raw = curve["lr"].to_numpy(), curve["loss"].to_numpy()
         smoothed = smooth(lrs, raw, LRFinder().window)
-        suggestions = {rule: suggest(lrs, smoothed, rule) for rule in RULES}
-        suggestions[OLD] = suggest(lrs, trailing_average(raw), "minimum")
-        report = (exp_dir / "report.md").read_text().splitlines()
-        row = next(line for line in report if line.startswith(("| head |", "| full |")))
-        self.results[key] = {
-            "suggestions": suggestions,
-            "seconds": float(row.split("|")[3]),
-            "steps": len(curve),
-            "first_loss": float(raw[0]),
-            "exp_dir": str(exp_dir),
-        }
+        test["suggestions"] = {rule: suggest(lrs, smoothed, rule) for rule in RULES}
+        test["suggestions"][OLD] = suggest(lrs, trailing_average(raw), "minimum")
+        test.update(steps=len(curve), first_loss=float(raw[0]), lowest=float(lrs[int(np.argmin(smoothed))]))
         self.save()
-        return self.results[key]
+        return test
 
     def scenario(self, dataset: str, scenario: str) -> None:
         grid = GRIDS["sgd" if scenario == "scratch-sgd" else "adamw"]
@@ -150,7 +147,7 @@ class Bench:
 
 
 def tables(results: dict, datasets: list[str], scenarios: list[str]) -> str:
-    rules = [*RULES, OLD]
+    rules = [DEFAULT_RULE, *(r for r in RULES if r != DEFAULT_RULE), OLD]
     lines = [
         "| data set | scenario | range test (s) | best fixed LR: valid mAP | "
         + " | ".join(f"`{r}`" if r != OLD else r for r in rules)

@@ -28,6 +28,7 @@ from mlic.lr_finder import (
     describe,
     lowest_raw,
     minimum,
+    near_minimum,
     range_test,
     sensible_range,
     smooth,
@@ -299,7 +300,9 @@ def test_the_synthetic_curve_is_what_the_tests_assume():
     assert CURVE[0] == CURVE[30] == 1.0
 
 
-@pytest.mark.parametrize("rule", [valley, steepest, minimum], ids=["valley", "steepest", "minimum"])
+@pytest.mark.parametrize(
+    "rule", [valley, steepest, minimum, near_minimum], ids=["valley", "steepest", "minimum", "near_minimum"]
+)
 def test_every_rule_falls_inside_the_falling_stretch_below_the_minimum(rule):
     lr = rule(LRS, CURVE)
     assert lr is not None
@@ -313,6 +316,10 @@ def test_steepest_finds_where_the_loss_falls_fastest():
 
 def test_minimum_is_a_tenth_of_the_lr_at_the_lowest_loss():
     assert minimum(LRS, CURVE) == LR_AT_MIN / 10
+
+
+def test_near_minimum_is_half_the_lr_at_the_lowest_loss():
+    assert near_minimum(LRS, CURVE) == LR_AT_MIN / 2
 
 
 def test_suggest_and_range_test_share_the_default_rule():
@@ -345,17 +352,20 @@ def test_the_recorded_curve_lags_under_a_trailing_average():
     assert minimum(lrs, lagging) > lowest_raw  # what the old default suggested: past the lowest loss
 
 
-@pytest.mark.parametrize("rule", ["valley", "steepest", "minimum"])
+@pytest.mark.parametrize("rule", ["near_minimum", "valley", "steepest", "minimum"])
 def test_on_a_recorded_curve_the_suggestion_sits_where_the_raw_loss_still_falls(rule):
     lrs, raw = LAGGING["lr"].to_numpy(), LAGGING["loss"].to_numpy()
     smoothed = smooth(lrs, raw, LRFinder().window)
     lr = suggest(lrs, smoothed, rule)
     i = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))  # the sweep's step nearest the suggestion
     lowest_raw = lrs[10 + int(np.argmin(raw[10:]))]
-    assert lr < lowest_raw
-    # half a decade before the suggestion the raw loss was higher, and it goes lower after it
-    before = np.flatnonzero(lrs <= lr / 10**0.5)[-1]
-    assert raw[before - 2 : before + 3].mean() > raw[i - 2 : i + 3].mean() > raw.min()
+    assert lr < lowest_raw  # not past the lowest raw loss
+    # inside the fall: the loss has left its starting plateau (more than half of the fall is done) ...
+    start, bottom = raw[:10].mean(), raw.min()
+    assert raw[i - 2 : i + 3].mean() < start - 0.5 * (start - bottom)
+    # ... and it still goes lower at higher LRs before the sweep diverges
+    assert raw[i + 1 :].min() < raw[i - 2 : i + 3].mean()
+    assert smoothed[i + 1 :].min() < smoothed[i]
 
 
 def test_centred_smoothing_keeps_the_lowest_point_where_it_is():
@@ -478,7 +488,7 @@ def test_sensible_range_brackets_the_default_suggestion_below_the_minimum(seed):
     low, high = sensible_range(LRS, losses)
     assert low < suggest(LRS, losses) < high < LRS[int(np.argmin(losses))]
     if seed is None:
-        assert (low, high) == (LR_AT_MIN / 30, LR_AT_MIN / 3)
+        assert (low, high) == (LR_AT_MIN / 10, LR_AT_MIN / 1.5)
 
 
 # ----------------------------------------------------------------------- --lr-find on the command line

@@ -36,7 +36,7 @@ class LRFinder:
     num_steps: int = 100
     window: float = 0.5
     diverge: float = 4.0
-    suggestion: Literal["minimum", "steepest", "valley"] = "valley"  # DEFAULT_RULE
+    suggestion: Literal["near_minimum", "minimum", "steepest", "valley"] = "near_minimum"
     progress: bool = True
 
 
@@ -50,7 +50,7 @@ class RangeTest:
     suggestion: float | None = None
     stopped_early: bool = False
     seconds: float = 0.0
-    rule: str = "valley"  # DEFAULT_RULE
+    rule: str = "near_minimum"  # LRFinder's default
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -128,7 +128,17 @@ def minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
     return float(lrs[_lowest(losses)] / 10)
 
 
+def near_minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
+    """Half the LR at the lowest loss: the peak of a one-cycle schedule does best just below the point
+    where more LR stops helping (measured on the real-data suite, bench/RESULTS.md); mlic's default."""
+    lrs, losses = _finite_prefix(lrs, losses)
+    if len(losses) < MIN_POINTS:
+        return None
+    return float(lrs[_lowest(losses)] / 2)
+
+
 RULE_TEXT = {
+    "near_minimum": "half the LR at the lowest loss",
     "valley": "fastai's: about halfway down the longest stretch of falling loss",
     "steepest": "where the loss falls fastest against log LR",
     "minimum": "a tenth of the LR at the lowest loss",
@@ -138,6 +148,7 @@ RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
     "valley": valley,
     "steepest": steepest,
     "minimum": minimum,
+    "near_minimum": near_minimum,
 }
 
 
@@ -159,12 +170,12 @@ def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = DEFAULT_R
 
 
 def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float, float] | None:
-    """LRs to pick from: 30× to 3× below the LR of the lowest loss, around the default suggestion."""
+    """LRs to pick from: 10× to 1.5× below the LR of the lowest loss, around the default suggestion."""
     lrs, losses = _finite_prefix(lrs, losses)
     if len(losses) < MIN_POINTS:
         return None
     lowest = float(lrs[_lowest(losses)])
-    return lowest / 30, lowest / 3
+    return lowest / 10, lowest / 1.5
 
 
 # ------------------------------------------------------------------------------------------ smoothing
