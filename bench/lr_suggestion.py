@@ -101,8 +101,9 @@ class Bench:
 
     def train(self, dataset: str, scenario: str, label: str, lr: float) -> dict:
         key = f"{dataset}/{scenario}/{label}"
-        if key in self.results and Path(self.results[key]["exp_dir"]).is_dir():
-            return self.results[key]
+        done = self.results.get(key)
+        if done and Path(done["exp_dir"]).is_dir() and abs(done["lr"] - lr) <= 1e-9 * lr:
+            return done  # trained at this LR already (a rule whose suggestion moved trains again)
         name = f"suite_{dataset}_{scenario}_{label.replace(' ', '_')}"
         start = time.time()
         exp_dir = run(self.scenario_config(dataset, scenario, name, float(lr)))
@@ -132,7 +133,9 @@ class Bench:
         smoothed = smooth(lrs, raw, LRFinder().window)
         test["suggestions"] = {rule: suggest(lrs, smoothed, rule) for rule in RULES}
         test["suggestions"][OLD] = suggest(lrs, trailing_average(raw), "minimum")
-        test.update(steps=len(curve), first_loss=float(raw[0]), lowest=float(lrs[int(np.argmin(smoothed))]))
+        finite = np.isfinite(smoothed)
+        lowest = float(lrs[finite][int(np.argmin(smoothed[finite]))])
+        test.update(steps=len(curve), first_loss=float(raw[0]), lowest=lowest)
         self.save()
         return test
 

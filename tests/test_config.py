@@ -299,3 +299,25 @@ def test_saved_copy_is_read_at_load_time_so_rerunning_it_in_place_works(tmp_path
     config = load_config(copy)
     copy.parent.rename(tmp_path / "moved_aside")  # what a rerun does before writing the new copy
     assert 'experiment_name="tiny"' in config_copy_text(config)
+
+
+def _lr_finder_config(tmp_path: Path, finder: str) -> Path:
+    path = tmp_path / "lrf.py"
+    path.write_text(
+        "from mlic import Config, Data, LRFinder\n"
+        f"config = Config(experiment_name='x', data=Data(root='.'), lr_finder={finder})\n"
+    )
+    return path
+
+
+def test_the_old_smoothing_field_says_what_replaced_it(tmp_path):
+    message = config_error(_lr_finder_config(tmp_path, "LRFinder(smoothing=0.98)"))
+    assert "LRFinder() has no field 'smoothing'" in message
+    assert "set window, its width in decades of LR" in message
+
+
+@pytest.mark.parametrize("window", ["-0.1", "9.0", "float('inf')"])
+def test_a_smoothing_window_outside_the_sweep_is_rejected(tmp_path, window):
+    message = config_error(_lr_finder_config(tmp_path, f"LRFinder(window={window})"))
+    assert "'lr_finder.window'" in message
+    assert "between 0 and the sweep's 8 decades" in message

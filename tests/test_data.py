@@ -194,3 +194,13 @@ def test_a_size_that_shrinks_one_side_and_grows_the_other_averages_the_shrinking
 def test_an_image_of_the_right_size_is_not_touched():
     image = _stripes(16, 16)
     assert resize(image, (16, 16)) is image
+
+
+def test_an_augmentation_may_edit_a_resized_image_in_place():
+    def darken_corner(image):
+        image[:4, :4] = 0  # as a hand-written augmentation might
+        return image
+
+    transform = ImageTransform((16, 16), (0.0,) * 3, (1 / 255,) * 3, darken_corner, "bicubic")
+    x = transform(np.full((40, 40, 3), 200, dtype=np.uint8))
+    assert float(x[:, :4, :4].max()) == 0.0 and float(x[:, 8:, 8:].min()) > 150

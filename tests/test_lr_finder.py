@@ -8,6 +8,7 @@ import copy
 import logging
 import random
 import re
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from torch import nn
 
 from mlic import LRFinder, Stage
 from mlic.lr_finder import (
-    RULES,
     RangeTest,
     describe,
     lowest_raw,
@@ -322,9 +322,9 @@ def test_near_minimum_is_half_the_lr_at_the_lowest_loss():
     assert near_minimum(LRS, CURVE) == LR_AT_MIN / 2
 
 
-def test_suggest_and_range_test_share_the_default_rule():
-    assert suggest(LRS, CURVE) == RULES[LRFinder().suggestion](LRS, CURVE)
-    assert RangeTest().rule == LRFinder().suggestion
+def test_the_default_rule_is_near_minimum_for_suggest_and_the_range_test():
+    assert LRFinder().suggestion == RangeTest().rule == "near_minimum"
+    assert suggest(LRS, CURVE) == near_minimum(LRS, CURVE) == LR_AT_MIN / 2
 
 
 # ------------------------------------------------------- smoothing that does not lag the sweep
@@ -400,7 +400,10 @@ def test_smoothing_stops_at_the_first_non_finite_loss():
     assert np.allclose(out[:60], smooth(LRS[:60], CURVE[:60], 0.5))
 
 
-def test_the_range_test_shows_progress_and_says_how_far_below_the_lowest_loss_it_suggests(capsys):
+def test_the_range_test_shows_progress_and_says_how_far_below_the_lowest_loss_it_suggests(
+    capsys, monkeypatch
+):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # as on a terminal; in a log it stays quiet
     module = _module()
     result = range_test(
         module,
@@ -414,16 +417,34 @@ def test_the_range_test_shows_progress_and_says_how_far_below_the_lowest_loss_it
     assert result.suggestion is not None
     line = describe(result, "full")
     lowest = lowest_raw(result)
-    assert f"{lowest:.2e}" in line and "lowest raw loss" in line
-    if result.suggestion < lowest * 0.95:
-        assert f"{lowest / result.suggestion:.1f}x below" in line
+    assert f"the LR of the lowest raw loss ({lowest:.2e})" in line
 
 
-def test_progress_false_prints_nothing(capsys):
+@pytest.mark.parametrize(
+    "suggestion, words",
+    [(1e-3, "10.0x below"), (1e-2, "at"), (2e-2, "2.0x above")],
+    ids=["below", "at", "above"],
+)
+def test_the_log_line_says_where_the_suggestion_sits_against_the_lowest_raw_loss(suggestion, words):
+    lrs = list(np.geomspace(1e-5, 1e-1, 41))
+    losses = list(1 + (np.log10(lrs) + 2) ** 2)  # lowest at 1e-2
+    result = RangeTest(lrs=lrs, losses=losses, smoothed=losses, suggestion=suggestion, rule="near_minimum")
+    assert describe(result, "full").endswith(f"{words} the LR of the lowest raw loss (1.00e-02)")
+
+
+def test_progress_false_prints_nothing(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     module = _module()
     settings = LRFinder(start_lr=1e-5, end_lr=1e-1, num_steps=8, progress=False)
     range_test(module, module.build_optimizer(), _batches(), module.loss_fn, settings)
     assert "LR range test" not in capsys.readouterr().err
+
+
+def test_no_progress_bar_where_stderr_is_not_a_terminal(capsys):
+    module = _module()
+    settings = LRFinder(start_lr=1e-5, end_lr=1e-1, num_steps=8)
+    range_test(module, module.build_optimizer(), _batches(), module.loss_fn, settings)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])

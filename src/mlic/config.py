@@ -6,6 +6,7 @@ import ast
 import difflib
 import hashlib
 import inspect
+import math
 import os
 import pprint
 import re
@@ -264,6 +265,13 @@ def _check_trainer(trainer: dict, where: str) -> None:
             )
 
 
+# fields that earlier releases had, with what replaced them
+RENAMED = {
+    ("LRFinder", "smoothing"): "the trailing average it set was replaced by a centred window: "
+    "set window, its width in decades of LR (default 0.5)",
+}
+
+
 def _check_lr_finder(finder: LRFinder, name: str, where: str) -> None:
     if not 0 < finder.start_lr < finder.end_lr:
         raise ConfigError(
@@ -271,10 +279,11 @@ def _check_lr_finder(finder: LRFinder, name: str, where: str) -> None:
         )
     if finder.num_steps < 5:
         raise ConfigError(f"{where}: field '{name}.num_steps' must be at least 5, got {finder.num_steps}")
-    if not finder.window >= 0:
+    span = math.log10(finder.end_lr / finder.start_lr)
+    if not 0 <= finder.window <= span:
         raise ConfigError(
-            f"{where}: field '{name}.window' is the smoothing window in decades of LR; it must be 0 or "
-            f"more, got {finder.window}"
+            f"{where}: field '{name}.window' is the smoothing window in decades of LR; it must be between 0 "
+            f"and the sweep's {span:g} decades, got {finder.window}"
         )
     if finder.diverge <= 1:
         raise ConfigError(f"{where}: field '{name}.diverge' must be above 1, got {finder.diverge}")
@@ -458,6 +467,8 @@ def _explain_type_error(exc: TypeError) -> str:
     names = [f.name for f in fields(cls)]
     hint = difflib.get_close_matches(arg, names, n=1)
     hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+    if (cls_name, arg) in RENAMED:
+        hint_text = f" ({RENAMED[cls_name, arg]})"
     return f"{cls_name}() has no field '{arg}'{hint_text}; its fields are: {', '.join(names)}"
 
 

@@ -205,6 +205,7 @@ _FILTERS = {
     "area": Image.Resampling.BOX,
     "box": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
+    "hamming": Image.Resampling.HAMMING,
 }
 
 
@@ -220,7 +221,7 @@ def resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilin
     if image.shape[:2] == (h, w):
         return image
     resized = Image.fromarray(image).resize((w, h), _FILTERS.get(interpolation, Image.Resampling.BILINEAR))
-    return np.asarray(resized)
+    return np.array(resized)  # writable, as cv2 returns it: augmentations may edit in place
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

@@ -2,8 +2,8 @@
 
 The exported module takes a batch of uint8 RGB images, N×H×W×3 at the training size, and returns
 per-class probabilities: layout, dtype, normalisation and the sigmoid are inside, so a deployment needs
-nothing from this project. Resizing stays outside (any library resizes; the interpolation to use is
-written to `export.json`).
+nothing from this project. Resizing stays outside (the interpolation to use is written to `export.json`;
+resize with antialiasing, as `mlic.data.resize` does with Pillow, and as timm and torchvision do).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from mlic import io
 
@@ -273,12 +273,13 @@ def range_test(
     ratio = settings.end_lr / settings.start_lr
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
     batches = _cycle(loader)
-    alpha = 2.0 / (_points_per_window(settings) + 1)  # a causal average as wide as the window, for the stop
+    # a causal average as wide as the window (at least 5 steps), for the stop on divergence
+    alpha = 2.0 / (max(5.0, _points_per_window(settings)) + 1)
     avg, best = 0.0, math.inf
     bar = tqdm(
         total=settings.num_steps,
         desc=f"LR range test{f' ({label})' if label else ''}",
-        disable=not settings.progress,
+        disable=None if settings.progress else True,  # None: shown on a terminal, not in logs
         leave=False,
         dynamic_ncols=True,
     )

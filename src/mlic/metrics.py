@@ -22,6 +22,14 @@ def class_priors(targets: np.ndarray) -> np.ndarray:
     return np.clip(targets.mean(axis=0), 0.5 / n, 1 - 0.5 / n)
 
 
+def prior_logits(targets: np.ndarray, pos_weight: np.ndarray | None = None) -> np.ndarray:
+    """The constant logits that minimise binary cross-entropy over `targets`: each class's log-odds,
+    log(p / (1 - p)); with BCE's `pos_weight` w, log(w p / (1 - p))."""
+    p = class_priors(targets)
+    weight = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+    return np.log(weight * p / (1 - p))
+
+
 def prior_loss(targets: np.ndarray) -> float:
     """Mean binary cross-entropy of predicting each class's frequency for every image: the loss a
     model that ignores the image reaches, and the loss a prior-initialised head starts from."""

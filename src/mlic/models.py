@@ -141,6 +141,9 @@ def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list
             )
     if saved_classes is None or list(saved_classes) == list(classes):
         _load_into(model, state, path, "model.checkpoint", keep_head=True)
+        if not _head_keys(model) & state.keys():  # backbone weights only: the head stays new
+            log.info("started from %s (backbone weights; it holds no head)", path)
+            return False
         log.info("started from %s (all weights, head included)", path)
         return True
     _load_into(model, state, path, "model.checkpoint", keep_head=False)
@@ -153,28 +156,29 @@ def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list
     return False
 
 
-def classifier_bias(model: nn.Module) -> torch.Tensor | None:
-    """The bias of the layer that produces the logits (timm's `get_classifier()`), or None."""
+def classifier_biases(model: nn.Module) -> list[torch.Tensor]:
+    """The biases of the layers that produce the logits (timm's `get_classifier()`; a distilled ViT
+    has two heads, whose outputs it averages); empty when a head has no bias."""
     get = getattr(model, "get_classifier", None)
-    layer = get() if callable(get) else None
-    if isinstance(layer, (list, tuple)):  # e.g. a distilled ViT: (head, head_dist)
-        layer = layer[0]
-    bias = getattr(layer, "bias", None)
-    return bias if isinstance(bias, torch.Tensor) else None
+    layers = get() if callable(get) else None
+    layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    biases = [getattr(layer, "bias", None) for layer in layers]
+    return biases if all(isinstance(b, torch.Tensor) for b in biases) else []
 
 
-def prior_init_head(model: nn.Module, priors: np.ndarray) -> bool:
-    """Set the new head's bias to the log-odds of each class's frequency (focal-loss paper, sec. 3.3),
-    so that before any training the model predicts the class priors instead of 0.5 for every class.
+def prior_init_head(model: nn.Module, logits: np.ndarray) -> bool:
+    """Set the new head's bias to `logits` (one per class), so that before any training the model
+    predicts the same probabilities for every image: the class priors, with the log-odds of each
+    class's frequency (focal-loss paper, sec. 3.3; see `metrics.prior_logits`).
 
     Returns False (and changes nothing) when the model has no classifier bias of one value per class.
     """
-    bias = classifier_bias(model)
-    if bias is None or bias.shape != (len(priors),):
+    biases = classifier_biases(model)
+    if not biases or any(b.shape != (len(logits),) for b in biases):
         return False
-    priors = np.asarray(priors, dtype=np.float64)
     with torch.no_grad():
-        bias.copy_(torch.as_tensor(np.log(priors / (1 - priors)), dtype=bias.dtype))
+        for bias in biases:
+            bias.copy_(torch.as_tensor(np.asarray(logits, dtype=np.float64), dtype=bias.dtype))
     return True
 
 

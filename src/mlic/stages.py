@@ -26,7 +26,7 @@ from mlic.config import Config, Stage, config_copy_text
 from mlic.data import ImageTransform, LabelTable, make_loader, read_rgb, read_splits
 from mlic.errors import CheckpointError, ConfigError, DataError
 from mlic.lr_finder import LRFinder, RangeTest, describe, range_test, save_curve
-from mlic.metrics import class_priors, f1_at, per_class, prior_loss, read_thresholds, tune_thresholds
+from mlic.metrics import f1_at, per_class, prior_logits, read_thresholds, tune_thresholds
 from mlic.models import (
     Preprocessing,
     create_model,
@@ -425,6 +425,13 @@ def setup_loss(loss: Any, train: LabelTable, classes: list[str]) -> None:
         )
 
 
+def _constant_loss(loss: Any, targets: np.ndarray, logits: np.ndarray) -> float:
+    """The config's loss over the train labels when every image gets the same `logits`."""
+    y = torch.from_numpy(np.array(targets, dtype=np.float32))
+    with torch.no_grad():
+        return float(loss(torch.as_tensor(logits, dtype=torch.float32).expand_as(y), y))
+
+
 def prepare(config: Config, resume: bool = False) -> Prepared:
     """Read and check the data, build the model (weights, checkpoint), then open the experiment folder
     (a new one, or with `resume` the interrupted one, kept as it is)."""
@@ -435,13 +442,17 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     head_loaded = False
     if config.model.checkpoint:
         head_loaded = load_checkpoint(model, Path(config.model.checkpoint), config.model.name, classes)
+    setup_loss(config.loss, tables["train"], classes)
     train_targets = tables["train"].targets
+    pos_weight = getattr(config.loss, "pos_weight", None)
+    logits = prior_logits(train_targets, pos_weight.numpy() if isinstance(pos_weight, torch.Tensor) else None)
+    start_loss = _constant_loss(config.loss, train_targets, logits)
     if config.model.prior_init and not head_loaded and not resume:
-        if prior_init_head(model, class_priors(train_targets)):
+        if prior_init_head(model, logits):
             log.info(
                 "the new head starts at the class frequencies of the train split (prior loss %.4f); "
                 "Model(prior_init=False) turns this off",
-                prior_loss(train_targets),
+                start_loss,
             )
         else:
             log.warning(
@@ -451,7 +462,6 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
             )
     prep = preprocessing(model, config.data.img_size)
     head_parameter_names(model, prep.img_size)
-    setup_loss(config.loss, tables["train"], classes)
     exp_dir = config.experiment_dir
     if resume:
         _check_resumable(exp_dir, classes)
@@ -468,7 +478,7 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
         threshold=config.threshold,
         freeze_bn=config.model.freeze_bn,
     )
-    module.prior_loss = prior_loss(train_targets)
+    module.prior_loss = start_loss
     kwargs = trainer_kwargs(config)
     log.info("device: %s, precision %s", _device_name(kwargs), kwargs["precision"])
     return Prepared(tables, classes, prep, module, exp_dir)
