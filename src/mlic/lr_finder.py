@@ -129,16 +129,16 @@ def minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
 
 
 def near_minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
-    """Half the LR at the lowest loss: the peak of a one-cycle schedule does best just below the point
-    where more LR stops helping (measured on the real-data suite, bench/RESULTS.md); mlic's default."""
+    """Two thirds of the LR at the lowest loss: the peak of a one-cycle schedule does best just below
+    the point where more LR stops helping (measured on the real-data suite, bench/RESULTS.md)."""
     lrs, losses = _finite_prefix(lrs, losses)
     if len(losses) < MIN_POINTS:
         return None
-    return float(lrs[_lowest(losses)] / 2)
+    return float(lrs[_lowest(losses)] / 1.5)
 
 
 RULE_TEXT = {
-    "near_minimum": "half the LR at the lowest loss",
+    "near_minimum": "two thirds of the LR at the lowest loss",
     "valley": "fastai's: about halfway down the longest stretch of falling loss",
     "steepest": "where the loss falls fastest against log LR",
     "minimum": "a tenth of the LR at the lowest loss",
@@ -170,12 +170,12 @@ def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = DEFAULT_R
 
 
 def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float, float] | None:
-    """LRs to pick from: 10× to 1.5× below the LR of the lowest loss, around the default suggestion."""
+    """LRs to pick from: from a tenth of the LR of the lowest loss up to it, around the default suggestion."""
     lrs, losses = _finite_prefix(lrs, losses)
     if len(losses) < MIN_POINTS:
         return None
     lowest = float(lrs[_lowest(losses)])
-    return lowest / 10, lowest / 1.5
+    return lowest / 10, lowest
 
 
 # ------------------------------------------------------------------------------------------ smoothing
