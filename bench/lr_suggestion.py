@@ -175,7 +175,7 @@ def tables(results: dict, datasets: list[str], scenarios: list[str]) -> str:
                     continue
                 ratio = r["map"] / best["map"]
                 ratios[rule].append(ratio)
-                cells.append(f"{r['lr']:.1e}: {r['map']:.4f} ({ratio:.0%})")
+                cells.append(f"{r['lr']:.1e}: {r['map']:.4f} ({ratio:.1%})")
             lines.append(
                 f"| {dataset} | {scenario} | {test['seconds']:.0f} | {best_label}: {best['map']:.4f} | "
                 + " | ".join(cells)
@@ -196,7 +196,12 @@ def tables(results: dict, datasets: list[str], scenarios: list[str]) -> str:
                 f"| {rule} | {len(values)} | {min(values):.1%} | {np.mean(values):.1%} | "
                 f"{sum(v >= 0.95 for v in values)} of {len(values)} |"
             )
-    grid = ["", "| data set | scenario | fixed LRs: best valid mAP |", "|---|---|---|", *grid_lines]
+    grid = [
+        "",
+        "| data set | scenario | " + " | ".join(f"fixed LR {i + 1}: best valid mAP" for i in range(6)) + " |",
+        "|---" * 8 + "|",
+        *grid_lines,
+    ]
     return "\n".join(lines + summary + grid)
 
 
