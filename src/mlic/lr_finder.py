@@ -209,7 +209,7 @@ def smooth(lrs: Iterable[float], losses: Iterable[float], window: float = 0.5) -
 
 def _points_per_window(settings: LRFinder) -> float:
     decades = math.log10(settings.end_lr / settings.start_lr)
-    return max(1.0, settings.window * (settings.num_steps - 1) / decades)
+    return settings.window * (settings.num_steps - 1) / decades
 
 
 # ----------------------------------------------------------------------------------------- the sweep

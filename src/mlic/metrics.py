@@ -30,14 +30,6 @@ def prior_logits(targets: np.ndarray, pos_weight: np.ndarray | None = None) -> n
     return np.log(weight * p / (1 - p))
 
 
-def prior_loss(targets: np.ndarray) -> float:
-    """Mean binary cross-entropy of predicting each class's frequency for every image: the loss a
-    model that ignores the image reaches, and the loss a prior-initialised head starts from."""
-    targets = np.asarray(targets, dtype=np.float64)
-    p = class_priors(targets)
-    return float(-np.mean(targets * np.log(p) + (1 - targets) * np.log1p(-p)))
-
-
 def mean_average_precision(probs: np.ndarray, targets: np.ndarray) -> float:
     """Macro average precision over the classes that have at least one positive."""
     scores = [
