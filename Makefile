@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 DEMO_DATA := data/demo
 
-.PHONY: install demo test lint clean
+.PHONY: install demo notebook test lint clean
 
 install: $(STAMP)
 
@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m mlic.demo --out $(DEMO_DATA)
 	ROOT_PATH=$(DEMO_DATA) $(PY) train.py configs/demo.py
+
+# Jupyter Lab on notebooks/ (the `notebook` extra, installed once). The kernels start in notebooks/;
+# PYTHONPATH lets an experiment's config copy import `configs.base` from there. As root (a container),
+# Jupyter refuses to start without --allow-root.
+notebook: install
+	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -e '.[notebook]'
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 test: install
 	$(PY) -m pytest -q

@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-FORMATS = ["torchscript", "export", "onnx"]
+from mlic.cli import run_cli
+from mlic.export import FILES, export_experiment
+
+FORMATS = list(FILES)  # torchscript, export, onnx
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,11 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mlic.cli import run_cli
 
     def _run() -> int:
-        from mlic.export import FILES, export_experiment
-
         formats = FORMATS if args.format == "all" else [args.format]
         written = export_experiment(Path(args.experiment), args.weights, formats, args.images)
         for fmt, path in written.items():

@@ -6,6 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlic.cli import run_cli
+from mlic.config_file import load_config
+from mlic.errors import ConfigError
+from mlic.report import format_table
+from mlic.swa import SWARun, run_swa
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -35,15 +41,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def print_swa(name: str, outcome: SWARun) -> None:
+    print(
+        f"\n{name}: SWA of {len(outcome.averaged)} checkpoints ({', '.join(p.name for p in outcome.averaged)})"
+    )
+    print(outcome.bn_text)
+    print(format_table(outcome.results))
+    print(f"\nwrote {outcome.path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mlic.cli import run_cli
 
     def _run() -> int:
-        from mlic.config import load_config
-        from mlic.errors import ConfigError
-        from mlic.swa import run_swa
-
         path = Path(args.config)
         if path.is_dir():
             path = path / "config.py"
@@ -53,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 2, got {value}")
         config = load_config(path, args.overrides)
         selection = "top" if args.top_k else "last" if args.last_k else None
-        run_swa(
+        outcome = run_swa(
             config,
             checkpoints=args.checkpoints,
             selection=selection,
@@ -61,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             stage=args.stage,
             update_bn=False if args.no_update_bn else None,
         )
+        print_swa(config.experiment_name, outcome)
         return 0
 
     return run_cli(_run, args.debug)

@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mlic.cli import run_cli
+from mlic.config import Config
+from mlic.config_file import load_config
+from mlic.errors import ConfigError
+from mlic.evaluation import Evaluation, evaluate_split
+from mlic.lr_finder import describe
+from mlic.report import format_table
+from mlic.stages import RangeTestRun, TrainingRun, run
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -42,24 +51,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def print_range_tests(outcome: RangeTestRun) -> None:
+    print()
+    for name, result in outcome.range_tests.items():
+        print(describe(result, name))
+    print(f"\nexperiment folder: {outcome.exp_dir}")
+
+
+def print_training(config: Config, outcome: TrainingRun) -> None:
+    best = outcome.best
+    print(
+        f"\n{config.experiment_name}: best model ({config.monitor}) from stage {best.get('stage')}, "
+        f"epoch {best.get('epoch')}"
+    )
+    print(format_table(outcome.results))
+    if outcome.thresholds_path is not None:
+        print(
+            f"(*_tuned: F1 with the per-class thresholds tuned on valid, saved in {outcome.thresholds_path})"
+        )
+    print(f"\nexperiment folder: {outcome.exp_dir}")
+
+
+def print_evaluation(config: Config, outcome: Evaluation) -> None:
+    print(f"\n{config.experiment_name}: {outcome.path} on {outcome.split} ({outcome.num_images} images)")
+    print(format_table(outcome.results))
+    if outcome.thresholds_path is not None:
+        print(f"(*_tuned: F1 with the per-class thresholds of {outcome.thresholds_path})")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mlic.cli import run_cli
 
     def _run() -> int:
-        from mlic.config import load_config
-        from mlic.errors import ConfigError
-        from mlic.stages import run, run_evaluate
-
         if sum([args.lr_find, args.validate, args.test, args.resume]) > 1:
             raise ConfigError("use one of --lr-find, --resume, --validate and --test at a time")
         if args.weights and not (args.validate or args.test):
             raise ConfigError("--weights goes with --validate or --test")
         config = load_config(args.config, args.overrides)
         if args.validate or args.test:
-            run_evaluate(config, "test" if args.test else "valid", args.weights)
+            print_evaluation(config, evaluate_split(config, "test" if args.test else "valid", args.weights))
+            return 0
+        outcome = run(config, lr_find=args.lr_find, resume=args.resume)
+        if isinstance(outcome, RangeTestRun):
+            print_range_tests(outcome)
         else:
-            run(config, lr_find=args.lr_find, resume=args.resume)
+            print_training(config, outcome)
         return 0
 
     return run_cli(_run, args.debug)

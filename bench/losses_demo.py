@@ -54,7 +54,7 @@ def main() -> int:
         config = load_config("configs/demo.py")
         config = replace(config, experiment_name=f"demo_loss_{name}", loss=eval(LOSSES[name]))  # noqa: S307
         start = time.time()
-        exp_dir = run(config)
+        exp_dir = run(config).exp_dir
         seconds = time.time() - start
         test = test_row((Path(exp_dir) / "report.md").read_text())
         rows.append(

@@ -106,7 +106,7 @@ class Bench:
             return done  # trained at this LR already (a rule whose suggestion moved trains again)
         name = f"suite_{dataset}_{scenario}_{label.replace(' ', '_')}"
         start = time.time()
-        exp_dir = run(self.scenario_config(dataset, scenario, name, float(lr)))
+        exp_dir = run(self.scenario_config(dataset, scenario, name, float(lr))).exp_dir
         self.results[key] = {
             "lr": float(lr),
             "map": best_map(exp_dir),
@@ -123,7 +123,7 @@ class Bench:
         if key not in self.results:
             name = f"suite_{dataset}_{scenario}_lr_find"
             config = self.scenario_config(dataset, scenario, name, LRFinder(progress=False))
-            exp_dir = run(config, lr_find=True)
+            exp_dir = run(config, lr_find=True).exp_dir
             report = (exp_dir / "report.md").read_text().splitlines()
             row = next(line for line in report if line.startswith(("| head |", "| full |")))
             self.results[key] = {"seconds": float(row.split("|")[3]), "exp_dir": str(exp_dir)}

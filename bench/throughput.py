@@ -33,8 +33,8 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=30)
     args = parser.parse_args()
 
+    from mlic.checkpoints import load_model_file
     from mlic.export import Deployable, check_batch, export_experiment, image_paths
-    from mlic.models import load_model_file
 
     written = export_experiment(args.experiment)
     mf = load_model_file(args.experiment / "model.best.pth")

@@ -131,7 +131,7 @@ def assert_nothing_trained(folder: Path, name: str) -> None:
 def train_from_file(folder: Path, config_text: str) -> Path:
     """As a user would: a dataset in `folder/data`, `folder/config.py` reading ROOT_PATH, trained from
     `folder`; returns the experiment folder. ROOT_PATH and the working directory are restored after."""
-    from mlic.config import load_config
+    from mlic.config_file import load_config
     from mlic.stages import run
 
     make_dataset(folder / "data")
@@ -140,7 +140,7 @@ def train_from_file(folder: Path, config_text: str) -> Path:
     os.chdir(folder)
     os.environ["ROOT_PATH"] = str(folder / "data")
     try:
-        return folder / run(load_config(folder / "config.py"))
+        return folder / run(load_config(folder / "config.py")).exp_dir
     finally:
         os.chdir(old_cwd)
         if old_root is None:

@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_nothing_trained, assert_user_error, start_cli_cases
 
 from mlic import ConfigError, load_config
-from mlic.config import config_copy_text
+from mlic.config_file import config_copy_text
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "configs"

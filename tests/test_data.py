@@ -13,7 +13,8 @@ import torch
 from conftest import CLASSES
 
 from mlic import Data
-from mlic.data import ImageTransform, IterationSampler, LabelTable, make_loader, read_splits, resize
+from mlic.data import IterationSampler, LabelTable, make_loader, read_splits
+from mlic.images import ImageTransform, resize
 
 
 def _same_image_table(tmp_path: Path, n: int = 16) -> LabelTable:
@@ -142,7 +143,7 @@ def test_image_pattern_and_id_column_are_configurable(dataset):
 
 
 def test_grey_and_rgba_images_decode_to_rgb(tmp_path):
-    from mlic.data import read_rgb
+    from mlic.images import read_rgb
 
     grey = tmp_path / "grey.png"
     rgba = tmp_path / "rgba.png"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import timm
 import torch
 
-from mlic import demo
+from mlic import demo, demo_posters
 
 SMALL = {"n_train": 60, "n_valid": 20, "n_test": 20, "model_name": "test_resnet", "pretrain_epochs": 1}
 
@@ -65,7 +66,7 @@ def test_weights_load_strictly_without_classifier(built: Path) -> None:
 
 
 def test_genre_frequencies_are_uneven() -> None:
-    labels = demo.sample_labels(demo.N_TRAIN, np.random.default_rng(0))
+    labels = demo_posters.sample_labels(demo.N_TRAIN, np.random.default_rng(0))
     freq = labels.mean(axis=0)
     assert labels.sum(axis=1).min() == 1 and labels.sum(axis=1).max() == 3
     assert 0.25 < freq[0] < 0.45  # Drama on about a third of the posters
@@ -96,21 +97,23 @@ def test_same_seed_gives_same_csvs(built: Path, tmp_path: Path) -> None:
         assert (again / name).read_bytes() == (built / name).read_bytes()
 
 
-def test_second_call_skips(built: Path, capsys) -> None:
+def test_second_call_skips(built: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="mlic")
     marker = built / demo.MARKER
     stamp = marker.stat().st_mtime_ns
     start = time.perf_counter()
     demo.build_demo(built, seed=0, **SMALL)
     assert time.perf_counter() - start < 5
-    assert "demo data already at" in capsys.readouterr().out
+    assert "demo data already at" in caplog.text
     assert marker.stat().st_mtime_ns == stamp
     assert json.loads(marker.read_text())["counts"] == {"train": 60, "valid": 20, "test": 20}
 
 
-def test_cli_skips_complete_build(built: Path, capsys) -> None:
+def test_cli_skips_complete_build(built: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="mlic")
     argv = ["--out", str(built), "--train", "60", "--valid", "20", "--test", "20"]
     assert demo.main([*argv, "--model", "test_resnet", "--pretrain-epochs", "1"]) == 0
-    assert "demo data already at" in capsys.readouterr().out
+    assert "demo data already at" in caplog.text
 
 
 def test_incomplete_or_different_build_is_not_reused(built: Path) -> None:

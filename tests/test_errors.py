@@ -19,7 +19,8 @@ from conftest import (
 )
 
 from mlic import CheckpointError, ConfigError, Data, DataError, Model, losses
-from mlic.data import read_rgb, read_splits
+from mlic.data import read_splits
+from mlic.images import read_rgb
 from mlic.models import create_model, load_checkpoint
 from mlic.stages import run
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import REPO, assert_user_error, train_from_file
 
-from mlic.data import ImageTransform, read_rgb
+from mlic.checkpoints import load_model_file
 from mlic.export import FILES, TOLERANCE, ExportError, export_experiment, run_exported
-from mlic.models import load_model_file
+from mlic.images import ImageTransform, read_rgb
 
 CONFIG = """
 from mlic import Config, Data, Model, Stage, env_path
@@ -52,7 +52,7 @@ def _test_images(trained: Path, n: int = 5) -> tuple[torch.Tensor, np.ndarray]:
     transform = ImageTransform(mf.prep.img_size, mf.prep.mean, mf.prep.std, None, mf.prep.interpolation)
     paths = sorted((trained / "data" / "Images").glob("*.jpg"))[-n:]
     images = [read_rgb(str(p)) for p in paths]
-    uint8 = torch.from_numpy(np.stack([transform._resize(i) for i in images]))
+    uint8 = torch.from_numpy(np.stack([transform.resized(i) for i in images]))
     with torch.no_grad():
         eager = torch.sigmoid(mf.model(torch.stack([transform(i) for i in images]))).numpy()
     return uint8, eager

@@ -10,7 +10,7 @@ from timm.loss import AsymmetricLossMultiLabel
 from torchvision.ops import sigmoid_focal_loss
 
 from mlic import Config, Data, losses
-from mlic.config import validate
+from mlic.config_file import validate
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 

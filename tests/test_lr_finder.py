@@ -271,7 +271,7 @@ def test_a_diverging_stage_test_warns_stopped_after(dataset, caplog):
         optimizer=partial(torch.optim.SGD, lr=0.1),
     )
     with caplog.at_level(logging.INFO, logger="mlic"):
-        exp_dir = run_lr_find(config)
+        exp_dir = run_lr_find(config).exp_dir
     warnings = [
         r for r in caplog.records if r.levelno == logging.WARNING and "stopped after" in r.getMessage()
     ]
@@ -582,7 +582,7 @@ def test_lr_find_cli_writes_a_curve_per_stage_a_report_and_nothing_else(cli):
 
 def test_config_lr_finder_runs_only_the_range_test(dataset):
     config = tiny_config(dataset, "only_test", lr_finder=LRFinder(num_steps=10))
-    exp_dir = run(config)
+    exp_dir = run(config).exp_dir
     assert sorted(p.name for p in exp_dir.glob("lr_finder*")) == [
         "lr_finder_full.csv",
         "lr_finder_full.png",
@@ -634,11 +634,11 @@ def find_then_numeric(tmp_path_factory):
         return c
 
     found, numeric = _FirstBatch(), _FirstBatch()
-    find_dir = run(config("find", LRFinder(num_steps=20), found))
+    find_dir = run(config("find", LRFinder(num_steps=20), found)).exp_dir
     assert [p.name for p in find_dir.glob("lr_finder*.csv")] == ["lr_finder.csv"]  # one stage tested
     curve = _read_curve(find_dir / "lr_finder.csv")
     lr = suggest(curve["lr"], curve["smoothed_loss"])
-    numeric_dir = run(config("numeric", lr, numeric))
+    numeric_dir = run(config("numeric", lr, numeric)).exp_dir
     return {"find": (find_dir, found), "numeric": (numeric_dir, numeric), "lr": lr}
 
 
@@ -683,5 +683,5 @@ def test_training_after_a_range_test_is_bit_identical_to_training_without_one(fi
 def test_lr_find_runs_on_the_gpu(dataset):
     config = tiny_config(dataset, "gpu", stages=[Stage("full", epochs=1, lr=LRFinder(num_steps=10))])
     config.trainer["accelerator"] = "auto"
-    exp_dir = run_lr_find(config)
+    exp_dir = run_lr_find(config).exp_dir
     assert len(_read_curve(exp_dir / "lr_finder.csv")) > 0

@@ -7,13 +7,9 @@ import timm
 import torch
 
 from mlic import CheckpointError, Model, Stage
-from mlic.models import (
-    create_model,
-    head_parameter_names,
-    parameter_groups,
-    set_backbone_trainable,
-)
+from mlic.models import create_model, head_parameter_names, set_backbone_trainable
 from mlic.module import ClassifierModule
+from mlic.optim import parameter_groups
 
 
 def _model(name: str, num_classes: int = 3) -> torch.nn.Module:
@@ -113,7 +109,7 @@ def test_unknown_timm_model_name_is_a_config_error():
 
 
 def test_a_missing_model_file_says_where_the_previous_run_went(tmp_path):
-    from mlic.models import resolve_model_file
+    from mlic.checkpoints import resolve_model_file
 
     exp_dir = tmp_path / "experiments" / "run"
     exp_dir.mkdir(parents=True)
@@ -123,7 +119,7 @@ def test_a_missing_model_file_says_where_the_previous_run_went(tmp_path):
 
 
 def test_lightning_checkpoints_with_loss_buffers_load_as_model_weights(tmp_path):
-    from mlic.swa import load_weights
+    from mlic.checkpoints import load_weights
 
     model = timm.create_model("test_resnet", num_classes=3)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}

@@ -42,7 +42,7 @@ def lrf_experiment(tmp_path_factory) -> Path:
     )
     config.lr_finder = LRFinder(num_steps=20)
     config.output_dir = str(base / "experiments")
-    return run(config)
+    return run(config).exp_dir
 
 
 def test_lrf_notebook_plots_every_stage_of_an_experiment(lrf_experiment):
@@ -69,11 +69,11 @@ def test_to_script_notebook_exports_and_predicts_with_plain_torch(tmp_path_facto
         "    model=Model(name='test_resnet', pretrained=False), stages=[Stage('full', epochs=1)],\n"
         "    trainer=dict(accelerator='cpu', enable_progress_bar=False, enable_model_summary=False))\n"
     )
-    from mlic.config import load_config
+    from mlic.config_file import load_config
 
     os.environ["ROOT_PATH"] = str(dataset)
     try:
-        exp_dir = run(load_config(config_file))
+        exp_dir = run(load_config(config_file)).exp_dir
     finally:
         os.environ.pop("ROOT_PATH", None)
     notebook = execute(

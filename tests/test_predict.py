@@ -15,10 +15,9 @@ import torch
 from conftest import CLASSES, REPO, assert_user_error, make_dataset, tiny_config
 
 from mlic import Stage
-from mlic.data import ImageTransform, read_rgb
-from mlic.metrics import read_thresholds
-from mlic.models import load_model_file
-from mlic.predict import list_inputs, main, predict_paths
+from mlic.checkpoints import load_model_file, read_thresholds
+from mlic.images import ImageTransform, read_rgb
+from mlic.predict import list_inputs, predict_paths
 
 COLUMNS = ["image", *CLASSES, "predicted", "error"]
 
@@ -32,7 +31,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     dataset = make_dataset(base / "data", n_train=16, n_valid=8, n_test=8)
     config = tiny_config(dataset, "predict", stages=[Stage("full", epochs=1, lr=3e-3)])
     config.output_dir = str(base / "experiments")
-    return run(config), dataset
+    return run(config).exp_dir, dataset
 
 
 @pytest.fixture
@@ -56,8 +55,13 @@ def experiment(trained, tmp_path: Path) -> Path:
 
 
 def _run(capsys: pytest.CaptureFixture, *argv: object) -> subprocess.CompletedProcess:
-    """`predict.main(argv)` in-process, as a CompletedProcess for `assert_user_error`."""
-    code = main([str(a) for a in argv])
+    """`predict.py`'s `main(argv)` in-process, as a CompletedProcess for `assert_user_error`."""
+    sys.path.insert(0, str(REPO))
+    try:
+        import predict
+    finally:
+        sys.path.remove(str(REPO))
+    code = predict.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(list(argv), code, out, err)
 

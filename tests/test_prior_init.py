@@ -81,7 +81,7 @@ def test_prior_init_false_keeps_timms_initialisation(dataset):
 
 
 def test_a_head_loaded_from_a_checkpoint_is_left_as_it_is(dataset):
-    first = run(tiny_config(dataset, "first", stages=[Stage("full", epochs=1)]))
+    first = run(tiny_config(dataset, "first", stages=[Stage("full", epochs=1)])).exp_dir
     saved = torch.load(first / "model.best.pth", weights_only=True)["state_dict"]
     config = tiny_config(dataset, "second", stages=[Stage("full", epochs=1)])
     config.model.checkpoint = str(first / "model.best.pth")
@@ -101,7 +101,7 @@ def test_the_first_batch_loss_is_logged_beside_the_prior_loss(dataset, caplog):
 
 
 def test_a_head_recreated_for_other_classes_starts_at_the_priors(dataset, tmp_path):
-    first = run(tiny_config(dataset, "first", stages=[Stage("full", epochs=1)]))
+    first = run(tiny_config(dataset, "first", stages=[Stage("full", epochs=1)])).exp_dir
     other = tmp_path / "other"
     other.mkdir()
     for split in ("train", "valid", "test"):  # two classes instead of three: the head is re-created

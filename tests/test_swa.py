@@ -10,7 +10,8 @@ import timm
 import torch
 
 from mlic import SWA, CheckpointError, ConfigError
-from mlic.swa import average_checkpoints, load_weights, reestimate_bn, select_checkpoints
+from mlic.checkpoints import load_weights
+from mlic.swa import average_checkpoints, reestimate_bn, select_checkpoints
 
 
 def _state(seed: int) -> dict[str, torch.Tensor]:
@@ -193,7 +194,7 @@ def test_fewer_than_two_checkpoints_of_the_stage_says_what_exists(tmp_path):
 def test_swa_settings_are_checked():
     from conftest import tiny_config
 
-    from mlic.config import validate
+    from mlic.config_file import validate
 
     for swa, message in (
         (SWA(top_k=3, last_k=3), "sets both top_k and last_k"),

@@ -13,10 +13,12 @@ import torch
 from conftest import CLASSES, REPO, assert_user_error, make_dataset, train_from_file
 
 from mlic import CheckpointError, ConfigError, Model
-from mlic.config import load_config
+from mlic.checkpoints import load_weights
+from mlic.config_file import load_config
 from mlic.models import load_checkpoint
+from mlic.report import SECTION
 from mlic.stages import run
-from mlic.swa import SECTION, load_weights, run_swa
+from mlic.swa import run_swa
 
 CONFIG = """
 from mlic import SWA, Config, Data, Model, Stage, env_path
@@ -156,7 +158,7 @@ def test_last_k_keeps_the_last_epochs_of_the_swa_stage(dataset):
     from mlic import SWA, Stage
 
     config = tiny_config(dataset, "last_k", stages=[Stage("full", epochs=4)], swa=SWA(last_k=2), save_top_k=1)
-    exp_dir = run(config)
+    exp_dir = run(config).exp_dir
     assert sorted(p.name for p in (exp_dir / "checkpoints").glob("*.ckpt")) == [
         "full-epoch02.ckpt",
         "full-epoch03.ckpt",

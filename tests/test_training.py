@@ -14,12 +14,13 @@ import torch
 from conftest import CLASSES, tiny_config
 
 from mlic import CheckpointError, ConfigError, Model, Stage
-from mlic.data import ImageTransform, make_loader, read_splits
+from mlic.checkpoints import load_weights
+from mlic.data import make_loader, read_splits
+from mlic.evaluation import predict_probs
+from mlic.images import ImageTransform
 from mlic.metrics import multilabel_metrics
 from mlic.models import head_parameter_names, preprocessing
-from mlic.module import predict_probs
 from mlic.stages import run
-from mlic.swa import load_weights
 
 
 def _init_weights(tmp_path: Path) -> Path:
@@ -50,7 +51,7 @@ def staged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
     init = _init_weights(base)
     config = _staged_config(dataset, init)
     config.output_dir = str(base / "experiments")
-    exp_dir = run(config)
+    exp_dir = run(config).exp_dir
     return exp_dir, dataset, init
 
 
@@ -313,7 +314,7 @@ def test_resume_continues_an_interrupted_run_in_its_own_folder(dataset):
     assert list(zip(before["stage"], before["epoch"])) == [("head", 1), ("full", 1), ("full", 2)]
 
     config.callbacks = []
-    assert run(config, resume=True) == exp_dir
+    assert run(config, resume=True).exp_dir == exp_dir
     after = pd.read_csv(exp_dir / "metrics.csv")
     assert list(zip(after["stage"], after["epoch"])) == [("head", 1), ("full", 1), ("full", 2), ("full", 3)]
     full = after[after["stage"] == "full"]

@@ -1,8 +1,8 @@
 """mlic: multi-label image classification from plain-Python configs, on Lightning + timm."""
 
-from mlic.config import SWA, Config, Data, Model, Stage, env_path, load_config
+from mlic.config import SWA, Config, Data, LRFinder, Model, Stage, env_path
+from mlic.config_file import load_config
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
-from mlic.lr_finder import LRFinder
 
 __all__ = [
     "Config",

@@ -1,9 +1,10 @@
-"""Label tables (one-hot CSV or 'Genre' strings), the image Dataset, transforms and the iteration sampler."""
+"""Label tables (one-hot CSV or 'Genre' strings), the image Dataset, the iteration sampler and the loaders."""
 
 from __future__ import annotations
 
+import copy
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,18 +13,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from mlic.config import Data
-from mlic.errors import ConfigError, DataError
-
-try:  # albumentations is a dependency, but `augmentations=` accepts any callable on an HxWx3 uint8 array
-    import albumentations as A
-
-    _ALBU_TYPES: tuple[type, ...] = (A.BasicTransform, A.BaseCompose)
-except ImportError:  # pragma: no cover
-    _ALBU_TYPES = ()
+from mlic.config import Config, Data
+from mlic.errors import DataError
+from mlic.images import ImageTransform, Preprocessing, read_rgb
 
 
 @dataclass
@@ -75,7 +69,7 @@ def _read_csv(path: Path, id_column: str) -> pd.DataFrame:
     return df
 
 
-def _onehot_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
+def onehot_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
     skip = {cfg.id_column, *cfg.ignore_columns}
     columns = [str(c) for c in df.columns if str(c) not in skip]
     if not columns:
@@ -122,7 +116,7 @@ def _split_names(series: pd.Series, sep: str) -> list[list[str]]:
     return [[n.strip() for n in str(v).split(sep) if n.strip()] for v in series.tolist()]
 
 
-def _genre_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
+def genre_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
     column = cfg.label_column
     if column not in df.columns:
         raise DataError(
@@ -152,9 +146,9 @@ def read_table(path: str | Path, cfg: Data, classes: list[str] | None = None) ->
     path = Path(path)
     df = _read_csv(path, cfg.id_column)
     if cfg.label_column is not None:
-        targets, classes = _genre_targets(df, path, cfg, classes)
+        targets, classes = genre_targets(df, path, cfg, classes)
     else:
-        targets, classes = _onehot_targets(df, path, cfg, classes)
+        targets, classes = onehot_targets(df, path, cfg, classes)
     ids = df[cfg.id_column].astype(str).to_numpy()
     image_dir = Path(cfg.root) / cfg.images
     paths = np.array([str(image_dir / cfg.image_pattern.format(id=i)) for i in ids])
@@ -193,109 +187,6 @@ def read_splits(cfg: Data) -> dict[str, LabelTable]:
     for table in tables.values():
         check_images(table)
     return tables
-
-
-# ------------------------------------------------------------------------------------------ images
-
-
-_FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "area": Image.Resampling.BOX,
-    "box": Image.Resampling.BOX,
-    "lanczos": Image.Resampling.LANCZOS,
-    "hamming": Image.Resampling.HAMMING,
-}
-
-
-def resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
-    """Resize an HxWx3 uint8 image to `size` (height, width) with `interpolation`, antialiased.
-
-    Pillow's resize widens its filter by the shrink factor wherever a side shrinks, so detail finer
-    than the new size is averaged away instead of aliased (`cv2.resize` with bilinear or bicubic
-    interpolation samples a fixed neighbourhood and aliases). It is what timm's and torchvision's
-    transforms do on PIL images, so models pretrained there see the images they were trained on.
-    """
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    resized = Image.fromarray(image).resize((w, h), _FILTERS.get(interpolation, Image.Resampling.BILINEAR))
-    return np.array(resized)  # writable, as cv2 returns it: augmentations may edit in place
-
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def list_folder(folder: Path) -> list[Path]:
-    """Every file directly inside `folder` with an image extension (any case), sorted by name."""
-    folder = Path(folder)
-    images = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-        key=lambda p: p.name,
-    )
-    if not images:
-        raise DataError(f"folder {folder} holds no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
-    return images
-
-
-def read_rgb(path: str) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 RGB array (grey and RGBA images included)."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"image {path} cannot be decoded; replace or remove it from the label table")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-class ImageTransform:
-    """Resize to `img_size`, apply the augmentations, normalise and return a CHW float tensor."""
-
-    def __init__(
-        self,
-        img_size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
-        augmentations: Callable | None = None,
-        interpolation: str = "bilinear",
-    ) -> None:
-        self.img_size = tuple(img_size)
-        self.mean = np.asarray(mean, dtype=np.float32) * 255.0
-        self.std = np.asarray(std, dtype=np.float32) * 255.0
-        self.augmentations = augmentations
-        self.interpolation = interpolation
-
-    def reseed(self, seed: int) -> None:
-        """Reseed an albumentations pipeline, which keeps its own generator apart from numpy's."""
-        if hasattr(self.augmentations, "set_random_seed"):
-            self.augmentations.set_random_seed(seed)
-
-    def _resize(self, image: np.ndarray) -> np.ndarray:
-        return resize(image, self.img_size, self.interpolation)
-
-    def _augment(self, image: np.ndarray) -> np.ndarray:
-        if self.augmentations is None:
-            return image
-        if isinstance(self.augmentations, _ALBU_TYPES):
-            out = self.augmentations(image=image)["image"]
-        else:
-            out = self.augmentations(image)
-        if not (
-            isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
-        ):
-            got = (
-                f"{out.dtype} array of shape {out.shape}"
-                if isinstance(out, np.ndarray)
-                else type(out).__name__
-            )
-            raise ConfigError(
-                f"field 'data.augmentations' returned {got}; it must return an HxWx3 uint8 RGB array"
-            )
-        return out
-
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        image = self._resize(self._augment(self._resize(image)))
-        x = (image.astype(np.float32) - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
 class ImageDataset(Dataset):
@@ -379,3 +270,17 @@ def make_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
+
+
+def build_loaders(
+    config: Config, tables: dict[str, LabelTable], prep: Preprocessing
+) -> dict[str, DataLoader]:
+    """Train loader (augmented, shuffled) and plain loaders for valid/test."""
+    train_tf = prep.transform(config.data.augmentations)
+    # one image through the train transform now, so a broken augmentation stops before training
+    copy.deepcopy(train_tf)(read_rgb(str(tables["train"].paths[0])))
+    loaders = {"train": make_loader(tables["train"], train_tf, config.data, train=True, seed=config.seed)}
+    for split in ("valid", "test"):
+        if split in tables:
+            loaders[split] = make_loader(tables[split], prep.transform(), config.data, train=False)
+    return loaders

@@ -3,7 +3,7 @@
 The exported module takes a batch of uint8 RGB images, N×H×W×3 at the training size, and returns
 per-class probabilities: layout, dtype, normalisation and the sigmoid are inside, so a deployment needs
 nothing from this project. Resizing stays outside (the interpolation to use is written to `export.json`;
-resize with antialiasing, as `mlic.data.resize` does with Pillow, and as timm and torchvision do).
+resize with antialiasing, as `mlic.images.resize` does with Pillow, and as timm and torchvision do).
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from mlic import io
-from mlic.data import ImageTransform, list_folder, read_rgb
+from mlic.checkpoints import ModelFile
+from mlic.config_file import load_config
+from mlic.data import read_table
 from mlic.errors import ConfigError, MlicError
-from mlic.metrics import read_thresholds
-from mlic.models import ModelFile, load_model_file, resolve_model_file
+from mlic.evaluation import TrainedModel, open_model, probabilities
+from mlic.images import list_folder, read_rgb
 
 log = logging.getLogger("mlic")
 
@@ -46,7 +48,7 @@ class Deployable(nn.Module):
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.model = model
-        # the same arithmetic as mlic.data.ImageTransform: (pixel - 255·mean) / (255·std)
+        # the same arithmetic as mlic.images.ImageTransform: (pixel - 255·mean) / (255·std)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
 
@@ -70,26 +72,20 @@ def onnx_available() -> bool:
 
 def check_batch(mf: ModelFile, paths: Sequence[Path], n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` readable images of `paths`: resized uint8 N×H×W×3, and the eager input (normalised)."""
-    transform = ImageTransform(mf.prep.img_size, mf.prep.mean, mf.prep.std, None, mf.prep.interpolation)
+    transform = mf.prep.transform()
     raw, normalised = [], []
     for path in paths:
         try:
             image = read_rgb(str(path))
         except MlicError:
             continue
-        raw.append(transform._resize(image))
+        raw.append(transform.resized(image))
         normalised.append(transform(image))
         if len(raw) == n:
             break
     if not raw:
         raise ConfigError("no readable image to check the export on; pass --images DIR with a few images")
     return torch.from_numpy(np.stack(raw)), torch.stack(normalised)
-
-
-def eager_probabilities(mf: ModelFile, normalised: torch.Tensor) -> np.ndarray:
-    """What mlic itself computes for these images: the timm model, then the sigmoid."""
-    with torch.no_grad():
-        return torch.sigmoid(mf.model.eval()(normalised).float()).numpy()
 
 
 # ----------------------------------------------------------------------------------------- formats
@@ -179,9 +175,6 @@ def image_paths(exp_dir: Path, images: Path | None) -> list[Path]:
         if not images.is_dir():
             raise ConfigError(f"--images {images} is not a folder")
         return list_folder(images)
-    from mlic.config import load_config
-    from mlic.data import read_table
-
     config_path = exp_dir / "config.py"
     try:
         config = load_config(config_path)
@@ -194,6 +187,46 @@ def image_paths(exp_dir: Path, images: Path | None) -> list[Path]:
     return [Path(p) for p in read_table(Path(d.root) / d.valid, d).paths]
 
 
+def _earlier_files(exp_dir: Path) -> dict[str, Any]:
+    """What `export.json` says of files exported earlier (perhaps from other weights) that still exist:
+    they stay described until they are replaced."""
+    meta_path = exp_dir / "export.json"
+    report: dict[str, Any] = {}
+    if meta_path.is_file():
+        with contextlib.suppress(ValueError, AttributeError):
+            report = dict(json.loads(meta_path.read_text(encoding="utf-8")).get("files", {}))
+    return {name: entry for name, entry in report.items() if (exp_dir / name).is_file()}
+
+
+def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, Any]) -> None:
+    """`export.json`: the input a deployment feeds, the output, classes, thresholds and each file."""
+    mf = trained.model_file
+    h, w = mf.prep.img_size
+    io.write_json(
+        exp_dir / "export.json",
+        {
+            "weights": trained.path.name,
+            "model_name": mf.model_name,
+            "input": {
+                "dtype": "uint8",
+                "layout": "NHWC",
+                "channels": "RGB",
+                "height": h,
+                "width": w,
+                "resize_interpolation": mf.prep.interpolation,
+                "resize_antialias": True,  # Pillow's resize, as mlic.images.resize
+            },
+            "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
+            "classes": mf.classes,
+            "thresholds": dict(zip(mf.classes, trained.thresholds.tolist())),
+            "thresholds_source": "thresholds.json"
+            if (exp_dir / "thresholds.json").is_file()
+            else "threshold",
+            "files": files,
+        },
+    )
+
+
 def export_experiment(
     exp_dir: Path,
     weights: str | Path = "model.best.pth",
@@ -203,8 +236,8 @@ def export_experiment(
 ) -> dict[str, Path]:
     """Export `weights` of an experiment to each format (checked against eager) and write `export.json`."""
     exp_dir = Path(exp_dir)
-    weights_path = resolve_model_file(exp_dir, weights)
-    mf = load_model_file(weights_path)
+    trained = open_model(exp_dir, weights)
+    mf = trained.model_file
     formats = list(formats)
     if "onnx" in formats and not onnx_available():
         if len(formats) == 1:
@@ -212,25 +245,18 @@ def export_experiment(
         log.warning("onnx, onnxscript or onnxruntime is not installed: skipping model.onnx")
         formats.remove("onnx")
     uint8, normalised = check_batch(mf, image_paths(exp_dir, images), num_check)
-    reference = eager_probabilities(mf, normalised)
+    reference = probabilities(mf.model.eval(), normalised)
     written: dict[str, Path] = {}
-    meta_path = exp_dir / "export.json"
-    # files exported earlier (perhaps from other weights) stay described until they are replaced
-    report: dict[str, Any] = {}
-    if meta_path.is_file():
-        with contextlib.suppress(ValueError, AttributeError):
-            report = dict(json.loads(meta_path.read_text(encoding="utf-8")).get("files", {}))
-    report = {name: entry for name, entry in report.items() if (exp_dir / name).is_file()}
-    thresholds, _ = read_thresholds(exp_dir, mf.classes, mf.threshold)
+    files = _earlier_files(exp_dir)
     try:
         for fmt in formats:
             start = time.time()
             path = exp_dir / FILES[fmt]
             diff = export_checked(fmt, mf, uint8, reference, path)
             written[fmt] = path
-            report[FILES[fmt]] = {
+            files[FILES[fmt]] = {
                 "format": fmt,
-                "weights": weights_path.name,
+                "weights": trained.path.name,
                 "max_abs_diff": diff,
                 "tolerance": TOLERANCE[fmt],
                 "checked_on_images": len(uint8),
@@ -244,28 +270,5 @@ def export_experiment(
                 time.time() - start,
             )
     finally:  # what was written is described, even when a later format fails
-        h, w = mf.prep.img_size
-        io.write_json(
-            exp_dir / "export.json",
-            {
-                "weights": weights_path.name,
-                "model_name": mf.model_name,
-                "input": {
-                    "dtype": "uint8",
-                    "layout": "NHWC",
-                    "channels": "RGB",
-                    "height": h,
-                    "width": w,
-                    "resize_interpolation": mf.prep.interpolation,
-                    "resize_antialias": True,  # Pillow's resize, as mlic.data.resize
-                },
-                "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
-                "classes": mf.classes,
-                "thresholds": dict(zip(mf.classes, thresholds.tolist())),
-                "thresholds_source": "thresholds.json"
-                if (exp_dir / "thresholds.json").is_file()
-                else "threshold",
-                "files": report,
-            },
-        )
+        _write_export_json(exp_dir, trained, files)
     return written

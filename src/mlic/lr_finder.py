@@ -1,4 +1,5 @@
-"""LR range test: its settings, the sweep, suggestion rules (pure functions) and the curve on disk."""
+"""LR range test: the sweep, its suggestion rules (pure functions) and the log line. Its settings are
+`mlic.config.LRFinder`; its curve is written by `mlic.report.save_lr_curve`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,26 +18,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mlic import io
+from mlic.config import LRFinder
 
 log = logging.getLogger("mlic")
-
-
-@dataclass
-class LRFinder:
-    """Settings of an LR range test (exponential sweep of the head's LR from `start_lr` to `end_lr`).
-
-    The loss is smoothed over a window `window` decades of LR wide, centred on each point, so the
-    smoothed curve does not lag the sweep whatever `num_steps` and the LR span are.
-    """
-
-    start_lr: float = 1e-7
-    end_lr: float = 10.0
-    num_steps: int = 100
-    window: float = 0.5
-    diverge: float = 4.0
-    suggestion: Literal["near_minimum", "minimum", "steepest", "valley"] = "near_minimum"
-    progress: bool = True
 
 
 @dataclass
@@ -241,6 +224,68 @@ def _cycle(loader: Iterable) -> Iterator:
             raise ValueError("the training loader yields no batches")
 
 
+@dataclass
+class _Snapshot:
+    """What a sweep changes and gives back: weights, optimizer state, random generators, train/eval modes."""
+
+    weights: dict[str, Any]
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]
+    modes: dict[nn.Module, bool]
+
+    @classmethod
+    def take(cls, model: nn.Module, optimizer: torch.optim.Optimizer) -> _Snapshot:
+        return cls(
+            copy.deepcopy(model.state_dict()),
+            copy.deepcopy(optimizer.state_dict()),
+            _rng_state(),
+            {m: m.training for m in model.modules()},
+        )
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        model.load_state_dict(self.weights)
+        optimizer.load_state_dict(self.optimizer)
+        _set_rng_state(self.rng)
+        optimizer.zero_grad(set_to_none=True)
+        for m, training in self.modes.items():
+            m.training = training
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable,
+    batch: Any,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    scaler: torch.amp.GradScaler | None,
+) -> float:
+    """One optimizer step on `batch` (mixed precision when `autocast_dtype` is set); its loss."""
+    x, y = batch
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss = loss_fn(model(x).float(), y)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
+
+
+def _progress_bar(settings: LRFinder, label: str) -> tqdm:
+    return tqdm(
+        total=settings.num_steps,
+        desc=f"LR range test{f' ({label})' if label else ''}",
+        disable=None if settings.progress else True,  # None: shown on a terminal, not in logs
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
 def range_test(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -263,10 +308,7 @@ def range_test(
     """
     device = torch.device(device)
     result = RangeTest(rule=settings.suggestion)
-    weights = copy.deepcopy(model.state_dict())
-    opt_state = copy.deepcopy(optimizer.state_dict())
-    rng = _rng_state()
-    modes = {m: m.training for m in model.modules()}
+    snapshot = _Snapshot.take(model, optimizer)
     base = [g["lr"] for g in optimizer.param_groups]
     head = [g["lr"] for g in optimizer.param_groups if str(g.get("name", "")).startswith("head")]
     reference = head[0] if head else max(base)
@@ -276,13 +318,7 @@ def range_test(
     # a causal average as wide as the window (at least 5 steps), for the stop on divergence
     alpha = 2.0 / (max(5.0, _points_per_window(settings)) + 1)
     avg, best = 0.0, math.inf
-    bar = tqdm(
-        total=settings.num_steps,
-        desc=f"LR range test{f' ({label})' if label else ''}",
-        disable=None if settings.progress else True,  # None: shown on a terminal, not in logs
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = _progress_bar(settings, label)
     started = time.time()
     try:
         model.train()
@@ -290,19 +326,7 @@ def range_test(
             lr = settings.start_lr * ratio ** (step / max(settings.num_steps - 1, 1))
             for group, group_lr in zip(optimizer.param_groups, base):
                 group["lr"] = group_lr * lr / reference
-            x, y = next(batches)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = loss_fn(model(x).float(), y)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            value = float(loss.detach())
+            value = _train_step(model, optimizer, loss_fn, next(batches), device, autocast_dtype, scaler)
             result.lrs.append(lr)
             result.losses.append(value)
             avg = (1 - alpha) * avg + alpha * value
@@ -316,12 +340,7 @@ def range_test(
     finally:
         bar.close()
         batches.close()
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(opt_state)
-        _set_rng_state(rng)
-        optimizer.zero_grad(set_to_none=True)
-        for m, training in modes.items():
-            m.training = training
+        snapshot.restore(model, optimizer)
     result.smoothed = smooth(result.lrs, result.losses, settings.window).tolist()
     result.seconds = time.time() - started
     result.suggestion = suggest(result.lrs, result.smoothed, settings.suggestion)
@@ -329,35 +348,6 @@ def range_test(
 
 
 # -------------------------------------------------------------------------------------------- output
-
-
-def save_curve(result: RangeTest, csv_path: Path, png_path: Path, title: str = "") -> None:
-    """Write the curve as CSV (step, lr, loss, smoothed_loss) and a log-x plot with the suggestion."""
-    io.write_with(csv_path, lambda p: result.to_frame().to_csv(p, index=False))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
-    ax.plot(result.lrs, result.smoothed, label="smoothed loss")
-    if result.suggestion is not None:
-        ax.axvline(
-            result.suggestion, color="red", linestyle="--", label=f"suggestion {result.suggestion:.2e}"
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (head)")
-    ax.set_ylabel("loss")
-    finite = [v for v in result.smoothed if math.isfinite(v)]
-    if finite:
-        ax.set_ylim(min(finite) * 0.95, min(max(finite), finite[0] * 2) * 1.05)
-    ax.set_title(title or "LR range test")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    io.write_with(png_path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
 
 
 def lowest_raw(result: RangeTest) -> float | None:

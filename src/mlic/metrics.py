@@ -1,17 +1,16 @@
-"""Multi-label metrics on whole splits: mAP, ROC-AUC (macro), F1 micro/macro at a threshold; per-class
-thresholds (tuned for F1, and read back from `thresholds.json`)."""
+"""Multi-label metrics on whole splits (pure numpy and scikit-learn): mAP, ROC-AUC (macro), F1 micro/macro
+at a threshold, per-class thresholds tuned for F1, class priors."""
 
 from __future__ import annotations
-
-import json
-import math
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from mlic.errors import DataError
+# The metric columns of every split, in the order tables show them (metrics.csv, report.md, the CLIs);
+# `loss` comes from the config's loss, the others from `multilabel_metrics`.
+COLUMNS = ("loss", "map", "auc", "f1_micro", "f1_macro")
+# F1 with the per-class thresholds tuned on valid (`thresholds.json`), added after training
+TUNED = ("f1_micro_tuned", "f1_macro_tuned")
 
 
 def class_priors(targets: np.ndarray) -> np.ndarray:
@@ -120,45 +119,3 @@ def per_class(
             }
         )
     return rows
-
-
-def read_thresholds(
-    exp_dir: Path, classes: Sequence[str], default: float | None
-) -> tuple[np.ndarray | None, str]:
-    """Per-class thresholds from the experiment's `thresholds.json`, else `default` for every class
-    (None when `default` is None).
-
-    Returns the thresholds in `classes` order and a sentence saying where they came from.
-    """
-    path = Path(exp_dir) / "thresholds.json"
-    if not path.is_file():
-        if default is None:
-            return None, f"no {path}"
-        return (
-            np.full(len(classes), float(default)),
-            f"threshold {default:g} for every class (the model file's; no {path})",
-        )
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"thresholds file {path} is not valid JSON ({e}); delete it or fix it") from None
-    if not isinstance(saved, dict):
-        raise DataError(f'thresholds file {path} must map each class to a number, like {{"Drama": 0.41}}')
-    missing = [c for c in classes if c not in saved]
-    extra = [str(c) for c in saved if c not in classes]
-    if missing or extra:
-        parts = [f"lacks {', '.join(missing[:5])}"] if missing else []
-        parts += [f"has {', '.join(extra[:5])}, which the model does not predict"] if extra else []
-        raise DataError(
-            f"thresholds file {path} does not match the model's classes: it {' and '.join(parts)}"
-        )
-    bad = [c for c in classes if not _is_number(saved[c])]
-    if bad:
-        raise DataError(
-            f"thresholds file {path}: the threshold of {bad[0]!r} is {saved[bad[0]]!r}, not a number"
-        )
-    return np.array([float(saved[c]) for c in classes]), f"per-class thresholds from {path}"
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,31 +1,22 @@
-"""timm model factory, weight and checkpoint loading, backbone/head split, freezing, parameter groups."""
+"""timm model factory, starting weights (pretrained file, another experiment's checkpoint), the
+backbone/head split, freezing, and the prior-initialised head."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import timm
 import torch
 from torch import nn
 
+from mlic.checkpoints import read_state_dict, state_differences
 from mlic.config import Model
 from mlic.errors import CheckpointError, ConfigError
+from mlic.images import Preprocessing
 
 log = logging.getLogger("mlic")
-
-
-@dataclass
-class Preprocessing:
-    """What a model expects of its input: size (height, width), interpolation and normalisation."""
-
-    img_size: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str
 
 
 def create_model(cfg: Model, num_classes: int) -> nn.Module:
@@ -55,30 +46,6 @@ def create_model(cfg: Model, num_classes: int) -> nn.Module:
     return model
 
 
-def _read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise CheckpointError(
-            f"{what} {path} cannot be read as torch weights ({type(e).__name__}: {e})"
-        ) from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        state = obj["state_dict"]
-        meta = {k: v for k, v in obj.items() if k != "state_dict"}
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state, meta = obj, {}
-    else:
-        raise CheckpointError(f"{what} {path} holds no state_dict")
-    # Lightning checkpoints prefix the model's keys with the attribute that holds it.
-    # (a loss with buffers of its own adds keys like `loss_fn.pos_weight` beside the model's)
-    model_keys = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    if model_keys and all(k.startswith(("model.", "loss_fn.")) for k in state):
-        state = model_keys
-    return state, meta
-
-
 def _head_keys(model: nn.Module) -> set[str]:
     head = head_parameter_names(model)
     head_modules = {n.rsplit(".", 1)[0] for n in head}
@@ -91,16 +58,15 @@ def _load_into(
 ) -> None:
     own = model.state_dict()
     head = _head_keys(model)
-    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k not in head]
-    missing = [k for k in own if k not in state and k not in head]
-    unexpected = [k for k in state if k not in own and k not in head]
-    if bad or len(missing) > 0 or len(unexpected) > len(state) // 2:
+    diff = state_differences(own, state, ignore=head)
+    # a checkpoint with extra tensors still fits (an EMA copy, an auxiliary head), unless most are foreign
+    if diff.reshaped or diff.missing or len(diff.unexpected) > len(state) // 2:
         detail = (
-            f"{len(bad)} tensors of another shape (first: {bad[0]})"
-            if bad
-            else f"{len(missing)} of the model's tensors are missing (first: {missing[0]})"
-            if missing
-            else f"{len(unexpected)} tensors belong to another model (first: {unexpected[0]})"
+            f"{len(diff.reshaped)} tensors of another shape (first: {diff.reshaped[0]})"
+            if diff.reshaped
+            else f"{len(diff.missing)} of the model's tensors are missing (first: {diff.missing[0]})"
+            if diff.missing
+            else f"{len(diff.unexpected)} tensors belong to another model (first: {diff.unexpected[0]})"
         )
         raise CheckpointError(f"{what} {path} does not fit {type(model).__name__}: {detail}")
     load = {k: v for k, v in state.items() if k in own and (keep_head or k not in head)}
@@ -110,7 +76,7 @@ def _load_into(
 
 def load_pretrained_file(model: nn.Module, path: Path) -> None:
     """Load local backbone weights (like timm's pretrained ones); the head stays freshly initialised."""
-    state, _ = _read_state_dict(path, "model.pretrained weights file")
+    state, _ = read_state_dict(path, "model.pretrained weights file")
     _load_into(model, state, path, "model.pretrained weights file", keep_head=False)
     log.info("loaded backbone weights from %s; the classification head is newly initialised", path)
 
@@ -119,7 +85,7 @@ def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list
     """Start from another experiment's model file; re-create the head when its classes differ.
 
     Returns whether the head came from the checkpoint (False: it is newly initialised)."""
-    state, meta = _read_state_dict(path, "model.checkpoint")
+    state, meta = read_state_dict(path, "model.checkpoint")
     saved_name = meta.get("model_name")
     if saved_name and saved_name != model_name:
         raise CheckpointError(
@@ -247,105 +213,3 @@ def backbone_norm_modules(model: nn.Module) -> list[nn.Module]:
         for name, m in model.named_modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and name not in head_modules
     ]
-
-
-def _no_decay(name: str, p: torch.Tensor, skip: set[str]) -> bool:
-    return p.ndim <= 1 or name.endswith(".bias") or name in skip
-
-
-def parameter_groups(
-    model: nn.Module, lr: float, backbone_lr: float, weight_decay: float
-) -> list[dict[str, Any]]:
-    """Optimizer groups of the trainable parameters: backbone/head × decay/no-decay (norms, biases)."""
-    head = head_parameter_names(model)
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    buckets: dict[tuple[str, bool], list[torch.Tensor]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        part = "head" if name in head else "backbone"
-        buckets.setdefault((part, _no_decay(name, p, skip)), []).append(p)
-    groups = []
-    for (part, no_decay), params in sorted(buckets.items()):
-        groups.append(
-            {
-                "params": params,
-                "lr": lr if part == "head" else backbone_lr,
-                "weight_decay": 0.0 if no_decay else weight_decay,
-                "name": f"{part}{'/no_decay' if no_decay else ''}",
-            }
-        )
-    return groups
-
-
-@dataclass
-class ModelFile:
-    """A model file (`model.best.pth`, `model.swa.pth`, ...) rebuilt as a ready-to-run eval-mode model."""
-
-    model: nn.Module
-    model_name: str
-    classes: list[str]
-    prep: Preprocessing
-    threshold: float
-    metrics: dict[str, Any]
-
-
-def load_model_file(path: Path) -> ModelFile:
-    """Rebuild the timm model a mlic model file describes and load its weights (nothing is downloaded)."""
-    path = Path(path)
-    state, meta = _read_state_dict(path, "model file")
-    missing = [k for k in ("model_name", "classes", "img_size", "normalization") if k not in meta]
-    if missing:
-        raise CheckpointError(
-            f"model file {path} is not a mlic model file (it has no {', '.join(missing)}); use the "
-            f"model.best.pth, model.last.pth or model.swa.pth of an experiment"
-        )
-    kwargs = dict(meta.get("model_kwargs") or {})
-    try:
-        model = timm.create_model(
-            meta["model_name"], pretrained=False, num_classes=len(meta["classes"]), **kwargs
-        )
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError) as e:
-        raise CheckpointError(
-            f"model file {path} cannot be loaded into {meta['model_name']!r}: {e}"
-        ) from None
-    norm = meta["normalization"]
-    prep = Preprocessing(
-        tuple(meta["img_size"]),
-        tuple(norm["mean"]),
-        tuple(norm["std"]),
-        norm.get("interpolation", "bilinear"),
-    )
-    return ModelFile(
-        model.eval(),
-        meta["model_name"],
-        list(meta["classes"]),
-        prep,
-        float(meta.get("threshold", 0.5)),
-        dict(meta.get("metrics", {})),
-    )
-
-
-def earlier_runs(exp_dir: Path) -> list[Path]:
-    """Folders an experiment's earlier runs were moved to (`<name>.<date-time>`), oldest first."""
-    exp_dir = Path(exp_dir)
-    return sorted(p for p in exp_dir.parent.glob(f"{exp_dir.name}.*") if p.is_dir())
-
-
-def resolve_model_file(exp_dir: Path, weights: str | Path = "model.best.pth") -> Path:
-    """The model file `weights` inside the experiment folder, else `weights` as a path; else one sentence
-    saying what the folder holds (and where its previous run went, if a rerun moved it)."""
-    exp_dir = Path(exp_dir)
-    if not exp_dir.is_dir():
-        raise CheckpointError(f"experiment folder {exp_dir} does not exist; pass the folder train.py wrote")
-    for candidate in (exp_dir / weights, Path(weights)):
-        if candidate.is_file():
-            return candidate
-    held = sorted(p.name for p in exp_dir.glob("*.pth"))
-    holds = f"it holds {', '.join(held)}" if held else "it holds no model file (*.pth)"
-    message = f"model file {weights} is not in {exp_dir} nor a file; {holds}"
-    older = earlier_runs(exp_dir)
-    if older:
-        message += f"; the previous run of this experiment was moved to {older[-1]}"
-    raise CheckpointError(message)

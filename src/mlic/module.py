@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import lightning as L
@@ -13,14 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlic.checkpoints import CHECKPOINT_KEY, checkpoint_info
 from mlic.config import Stage
 from mlic.metrics import multilabel_metrics
-from mlic.models import backbone_norm_modules, parameter_groups, set_backbone_trainable
+from mlic.models import backbone_norm_modules, set_backbone_trainable
+from mlic.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("mlic")
-
-# Scheduler arguments a stage fills in from its own length when the config leaves them out.
-_LENGTH_ARGS = ("total_steps", "T_max")
 
 
 class ClassifierModule(L.LightningModule):
@@ -109,10 +106,6 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return torch.sigmoid(self.model(x).float())
-
     def _eval_epoch_end(self, split: str) -> None:
         outputs = self._outputs.pop(split, [])
         if not outputs:
@@ -141,84 +134,25 @@ class ClassifierModule(L.LightningModule):
         self._eval_epoch_end("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # what swa.py needs to rank and order checkpoints without reading metrics.csv
         metrics = {
-            k: float(v)
-            for k, v in self.trainer.callback_metrics.items()
-            if getattr(v, "numel", lambda: 0)() == 1
+            k: v for k, v in self.trainer.callback_metrics.items() if getattr(v, "numel", lambda: 0)() == 1
         }
-        checkpoint["mlic"] = {
-            "stage": self.stage.name if self.stage else "",
-            "epoch": self.trainer.current_epoch + 1,
-            "metrics": metrics,
-        }
+        stage = self.stage.name if self.stage else ""
+        checkpoint[CHECKPOINT_KEY] = checkpoint_info(stage, self.trainer.current_epoch + 1, metrics)
 
     # -------------------------------------------------------------------------------------- optimizer
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """A fresh optimizer over the trainable parameters, with the stage's (discriminative) LRs."""
-        stage = self.stage or Stage("full", epochs=1)
-        groups = parameter_groups(self.model, lr=1.0, backbone_lr=1.0, weight_decay=0.0)
-        lr_scale = {
-            g["name"]: (1.0 if g["name"].startswith("head") else stage.backbone_lr_scale) for g in groups
-        }
-        decays = {g["name"]: g["weight_decay"] for g in groups}
-        for g in groups:
-            del g["lr"], g["weight_decay"]
-        optimizer = self.optimizer_factory(groups)
-        base_lr = stage.lr if isinstance(stage.lr, (int, float)) else optimizer.defaults["lr"]
-        weight_decay = optimizer.defaults.get("weight_decay", 0.0)
-        for g in optimizer.param_groups:
-            g["lr"] = base_lr * lr_scale[g["name"]]
-            if "weight_decay" in g:
-                g["weight_decay"] = weight_decay if decays[g["name"]] else 0.0
-        return optimizer
+        return build_optimizer(self.model, self.stage or Stage("full", epochs=1), self.optimizer_factory)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()
         if self.scheduler_factory is None:
             return optimizer
-        scheduler, interval = self._build_scheduler(optimizer)
+        total = self.trainer.estimated_stepping_batches
+        scheduler, interval = build_scheduler(self.scheduler_factory, optimizer, total)
         config = {"scheduler": scheduler, "interval": interval}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "valid/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
-
-    def _build_scheduler(self, optimizer: torch.optim.Optimizer) -> tuple[Any, str]:
-        factory = self.scheduler_factory
-        func = factory.func if isinstance(factory, partial) else factory
-        given = set(factory.keywords) if isinstance(factory, partial) else set()
-        try:
-            params = inspect.signature(func).parameters
-        except (TypeError, ValueError):
-            params = {}
-        extra: dict[str, Any] = {}
-        total = int(self.trainer.estimated_stepping_batches)
-        for name in _LENGTH_ARGS:
-            if name in params and name not in given:
-                extra[name] = max(total, 1)
-        if "max_lr" in params and "max_lr" not in given:
-            extra["max_lr"] = [g["lr"] for g in optimizer.param_groups]
-        # A scheduler whose length the stage filled in steps every batch; others step every epoch.
-        interval = "step" if any(k in extra for k in _LENGTH_ARGS) else "epoch"
-        return factory(optimizer, **extra), interval
-
-
-def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """The learning rate of the head and of the backbone (absent when frozen), from group names."""
-    out: dict[str, float] = {}
-    for g in optimizer.param_groups:
-        part = str(g.get("name", "head")).split("/")[0]
-        out.setdefault(f"lr_{part}", float(g["lr"]))
-    return out
-
-
-def predict_probs(model: nn.Module, loader: Any, device: torch.device | str = "cpu") -> np.ndarray:
-    """Sigmoid probabilities of `model` over a loader of (images, targets) batches."""
-    model = model.to(device).eval()
-    out = []
-    with torch.no_grad():
-        for batch in loader:
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            out.append(torch.sigmoid(model(x.to(device)).float()).cpu())
-    return torch.cat(out).numpy()

@@ -1,4 +1,4 @@
-"""Predict genres for new images with a trained experiment's model file.
+"""Predict genres for new images with a trained experiment's model file (the work behind `predict.py`).
 
 `python predict.py experiments/<name> IMAGES_DIR_OR_CSV --out predictions.csv` writes one row per image:
 `image` (the path or id as given), one probability column per class, `predicted` (the classes at or
@@ -8,7 +8,6 @@ predicted; such a row has no probabilities, and the other images are still predi
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,17 +17,14 @@ import pandas as pd
 import torch
 
 from mlic import io
-from mlic.cli import run_cli
-from mlic.data import IMAGE_EXTENSIONS, ImageTransform, list_folder, read_csv_file, read_rgb
-from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
-from mlic.metrics import read_thresholds
-from mlic.models import ModelFile, load_model_file, resolve_model_file
+from mlic.checkpoints import ModelFile
+from mlic.data import read_csv_file
+from mlic.errors import CheckpointError, ConfigError, DataError
+from mlic.evaluation import probabilities
+from mlic.images import IMAGE_EXTENSIONS, ImageTransform, list_folder, read_rgb
+from mlic.runtime import device_for
 
 RESERVED_COLUMNS = ("image", "predicted", "error")
-DEFAULT_WEIGHTS = "model.best.pth"
-
-# ------------------------------------------------------------------------------------- the experiment
-
 
 # ------------------------------------------------------------------------------------------ the inputs
 
@@ -97,11 +93,6 @@ def list_inputs(
 # ------------------------------------------------------------------------------------------ prediction
 
 
-def default_device() -> str:
-    """The GPU when there is one, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _load(path: Path, transform: ImageTransform) -> torch.Tensor:
     """One image as a model input; DataError with one sentence when it cannot be."""
     if not path.exists():
@@ -115,12 +106,6 @@ def _load(path: Path, transform: ImageTransform) -> torch.Tensor:
     except cv2.error as e:
         raise DataError(f"image {path} cannot be decoded: {e.err or e}") from None
     return transform(image)
-
-
-def _forward(model: torch.nn.Module, batch: list[torch.Tensor], device: str) -> np.ndarray:
-    with torch.no_grad():
-        logits = model(torch.stack(batch).to(device))
-        return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
 
 
 def _frame(
@@ -163,9 +148,8 @@ def predict_paths(
     clash = [c for c in classes if c in RESERVED_COLUMNS]
     if clash:
         raise CheckpointError(f"class {clash[0]!r} has the name of an output column; rename the class")
-    device = device or default_device()
-    prep = model_file.prep
-    transform = ImageTransform(prep.img_size, prep.mean, prep.std, None, prep.interpolation)
+    device = device or device_for("auto")
+    transform = model_file.prep.transform()
     model = model_file.model.to(device).eval()
     probs = np.full((len(paths), len(classes)), np.nan)
     errors = [""] * len(paths)
@@ -178,94 +162,10 @@ def predict_paths(
             except DataError as e:
                 errors[i] = str(e)
         if batch:
-            probs[rows] = _forward(model, batch, device)
+            probs[rows] = probabilities(model, torch.stack(batch).to(device))
     return _frame(names, classes, probs, thresholds, errors)
 
 
 def write_predictions(df: pd.DataFrame, out: Path) -> None:
     """Write the predictions atomically, probabilities with 6 decimals (empty for failed images)."""
     io.write_with(out, lambda p: df.to_csv(p, index=False, float_format="%.6f"))
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line of `predict.py`."""
-    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n")[0])
-    parser.add_argument("experiment", type=Path, help="the experiment folder train.py wrote")
-    parser.add_argument(
-        "input",
-        type=Path,
-        help="a folder of images (jpg, png, ...) or a CSV with a column of image paths or ids",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="the predictions CSV to write")
-    parser.add_argument(
-        "--weights",
-        default=DEFAULT_WEIGHTS,
-        help="model file name in the experiment folder, or a path (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--column",
-        help="CSV input: the column of image paths or ids (default: 'path' if any, else the first)",
-    )
-    parser.add_argument(
-        "--images-dir", type=Path, help="CSV input: the column holds ids; each image is DIR/<image pattern>"
-    )
-    parser.add_argument(
-        "--image-pattern", default="{id}.jpg", help="image file name from an id (default: %(default)s)"
-    )
-    parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: %(default)s")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
-    return parser.parse_args(argv)
-
-
-def _check_out(args: argparse.Namespace) -> None:
-    out: Path = args.out
-    if out.is_dir():
-        raise MlicError(f"--out {out} is a folder; name the CSV file to write")
-    if out.exists() and args.input.exists() and out.resolve() == args.input.resolve():
-        raise MlicError(f"--out {out} is the input CSV; write the predictions to another file")
-    if out.exists() and not args.force:
-        raise MlicError(f"{out} already exists; pass --force to overwrite it or choose another --out")
-
-
-def _none_predicted(df: pd.DataFrame, args: argparse.Namespace) -> DataError:
-    """The error for a run in which every image failed (its rows are written all the same)."""
-    hint = ""
-    if args.input.is_file() and args.images_dir is None and df["error"].str.endswith("does not exist").all():
-        hint = "; if the CSV column holds ids rather than paths, pass --images-dir"
-    first = df["error"].iloc[0]
-    return DataError(
-        f"none of the {len(df)} images could be predicted ({first}); the rows are in {args.out}{hint}"
-    )
-
-
-def _run(args: argparse.Namespace) -> int:
-    _check_out(args)
-    weights = resolve_model_file(args.experiment, args.weights)
-    names, paths = list_inputs(args.input, args.column, args.images_dir, args.image_pattern)
-    model_file = load_model_file(weights)
-    thresholds, source = read_thresholds(args.experiment, model_file.classes, model_file.threshold)
-    print(f"model {weights} ({model_file.model_name}, {len(model_file.classes)} classes); {source}")
-    df = predict_paths(model_file, paths, thresholds, args.batch_size, names=names)
-    write_predictions(df, args.out)
-    failed = df["error"] != ""
-    if failed.all():
-        raise _none_predicted(df, args)
-    print(f"{int((~failed).sum())} predicted, {int(failed.sum())} failed: {args.out}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`predict.py`: exit 0 on success, 2 with one `error: ...` line on a user mistake."""
-    args = parse_args(argv)
-    return run_cli(lambda: _run(args), args.debug)

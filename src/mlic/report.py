@@ -1,22 +1,37 @@
-"""`report.md` and its training-curve plot: what a person opens first in an experiment folder."""
+"""`report.md` and its plots (what a person opens first in an experiment folder), and the metric tables
+the CLIs print: one list of columns (`metrics.COLUMNS`) for all of them."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: the process's matplotlib backend is left alone
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from mlic import io
+from mlic.config import Config
+from mlic.lr_finder import DEFAULT_RULE, RULE_TEXT, RangeTest, sensible_range
+from mlic.metrics import COLUMNS, TUNED
 
-from mlic import io  # noqa: E402
-from mlic.config import Config  # noqa: E402
-from mlic.lr_finder import DEFAULT_RULE, RULE_TEXT, sensible_range  # noqa: E402
 
-COLUMNS = ["loss", "map", "auc", "f1_micro", "f1_macro"]
-TUNED = ["f1_micro_tuned", "f1_macro_tuned"]
+def _columns(results: dict[str, dict[str, float]]) -> list[str]:
+    """The metric columns, with the tuned-threshold F1s when any split has them."""
+    return list(COLUMNS) + [c for c in TUNED if any(c in v for v in results.values())]
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """A small fixed-width table of metrics, one row per split (what the CLIs print)."""
+    columns = _columns(results)
+    width = max([8, *(len(split) + 2 for split in results)])
+    widths = [max(10, len(c) + 2) for c in columns]
+    lines = [f"{'split':<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
+    for split, values in results.items():
+        cells = "".join(f"{values.get(c, float('nan')):>{w}.4f}" for c, w in zip(columns, widths))
+        lines.append(f"{split:<{width}}" + cells)
+    return "\n".join(lines)
 
 
 def plot_per_class_ap(rows: list[dict[str, Any]], path: Path) -> str | None:
@@ -32,7 +47,8 @@ def plot_per_class_ap(rows: list[dict[str, Any]], path: Path) -> str | None:
         return None
     names = [r["class"] for r in rows]
     values = [r.get(f"{split} AP", float("nan")) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
+    fig = Figure(figsize=(7, 0.3 * len(rows) + 1.2))
+    ax = fig.subplots()
     ax.barh(range(len(rows)), values, color="tab:blue")
     ax.set_yticks(range(len(rows)), names)
     ax.invert_yaxis()
@@ -41,7 +57,6 @@ def plot_per_class_ap(rows: list[dict[str, Any]], path: Path) -> str | None:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
     return split
 
 
@@ -67,7 +82,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     """Loss and validation metrics per epoch across all stages, stage boundaries marked."""
     df = pd.DataFrame(rows)
     x = range(1, len(df) + 1)
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_metric = fig.subplots(1, 2)
     for column, label in (("train/loss", "train loss"), ("valid/loss", "valid loss")):
         if column in df:
             ax_loss.plot(x, df[column], marker="o", label=label)
@@ -86,12 +102,11 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     ax_metric.set_title("validation metrics")
     fig.tight_layout()
     io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
     """Metrics as a Markdown table, one row per split (tuned-threshold F1s when present)."""
-    columns = COLUMNS + [c for c in TUNED if any(c in v for v in results.values())]
+    columns = _columns(results)
     lines = ["| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for split, values in results.items():
         cells = " | ".join(f"{values.get(c, float('nan')):.4f}" for c in columns)
@@ -166,6 +181,30 @@ def write_report(
     io.write_text(exp_dir / "report.md", text)
 
 
+def save_lr_curve(result: RangeTest, csv_path: Path, png_path: Path, title: str = "") -> None:
+    """Write the curve as CSV (step, lr, loss, smoothed_loss) and a log-x plot with the suggestion."""
+    io.write_with(csv_path, lambda p: result.to_frame().to_csv(p, index=False))
+    fig = Figure(figsize=(7, 4))  # no pyplot: the process's matplotlib backend is left alone
+    ax = fig.subplots()
+    ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
+    ax.plot(result.lrs, result.smoothed, label="smoothed loss")
+    if result.suggestion is not None:
+        ax.axvline(
+            result.suggestion, color="red", linestyle="--", label=f"suggestion {result.suggestion:.2e}"
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (head)")
+    ax.set_ylabel("loss")
+    finite = [v for v in result.smoothed if math.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(finite) * 0.95, min(max(finite), finite[0] * 2) * 1.05)
+    ax.set_title(title or "LR range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    io.write_with(png_path, lambda p: fig.savefig(p, format="png", dpi=100))
+
+
 def lr_table(results: dict[str, Any], suffixes: dict[str, str]) -> str:
     """One Markdown row per range test: steps, time, suggestion, sensible range and the curve."""
     lines = [
@@ -203,3 +242,40 @@ the LR of the lowest loss up to it.
     else:
         text = f"# {config.experiment_name}: LR range test\n\n- model: `{config.model.name}`\n\n" + section
     io.write_text(exp_dir / "report.md", text)
+
+
+SECTION = "## Checkpoint averaging (SWA)"
+
+
+def replace_section(text: str, heading: str, section: str) -> str:
+    """`text` with the Markdown section `heading` (up to the next `## `) replaced by `section`, or appended."""
+    start = text.find(f"\n{heading}\n")
+    if start < 0:
+        return text.rstrip("\n") + "\n\n" + section
+    end = text.find("\n## ", start + len(heading) + 2)
+    rest = text[end:] if end >= 0 else ""
+    return text[:start].rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n" + rest
+
+
+def write_swa_report(
+    exp_dir: Path,
+    experiment_name: str,
+    how: str,
+    paths: Sequence[Path],
+    bn_text: str,
+    best: dict[str, Any],
+    results: dict[str, dict[str, float]],
+) -> None:
+    """The SWA section of `report.md` (replaced when swa.py runs again): what was averaged and how it
+    compares with `model.best.pth` (and `model.ema.pth`)."""
+    section = f"""{SECTION}
+
+- `model.swa.pth`: the average of {how}: {", ".join(f"`{p.name}`" for p in paths)}
+- {bn_text}
+- `best` is `model.best.pth` (stage `{best.get("stage")}`, epoch {best.get("epoch")})"""
+    if any(k.startswith("ema/") for k in results):
+        section += "\n- `ema` is `model.ema.pth`, the moving average of the weights kept during training"
+    section += f"\n\n{markdown_table(results)}\n"
+    report = exp_dir / "report.md"
+    text = report.read_text(encoding="utf-8") if report.is_file() else f"# {experiment_name}\n"
+    io.write_text(report, replace_section(text, SECTION, section))

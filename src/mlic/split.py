@@ -31,7 +31,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from mlic.cli import run_cli
 from mlic.config import Data
-from mlic.data import _genre_targets, _onehot_targets, read_csv_file
+from mlic.data import genre_targets, onehot_targets, read_csv_file
 from mlic.errors import DataError, MlicError
 from mlic.io import atomic_path
 
@@ -157,9 +157,9 @@ def read_labels(
     )
     try:
         if label_column is not None:
-            targets, classes = _genre_targets(df, path, cfg, None)
+            targets, classes = genre_targets(df, path, cfg, None)
         else:
-            targets, classes = _onehot_targets(df, path, cfg, None)
+            targets, classes = onehot_targets(df, path, cfg, None)
     except DataError as e:
         message = str(e)
         for config_words, option in _CLI_WORDING.items():

@@ -1,0 +1,147 @@
+"""mlic's Lightning callbacks and plugin: the experiment recorder (metrics.csv, model.best.pth), the EMA
+of the weights (model.ema.pth), and atomic checkpoint writes."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from mlic import io
+from mlic.checkpoints import model_file, model_file_metrics, write_metrics
+from mlic.config import Config, Stage
+from mlic.images import Preprocessing
+from mlic.module import ClassifierModule
+from mlic.optim import current_lrs
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with each file written to a temporary name and renamed into place,
+    so a run killed while saving never leaves a half-written `.ckpt` (Lightning's public extension point
+    for how checkpoints are written: `Trainer(plugins=[...])`)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        with io.atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+class ExperimentRecorder(Callback):
+    """Writes `metrics.csv` every epoch and `model.best.pth` whenever the monitored metric improves."""
+
+    def __init__(self, exp_dir: Path, config: Config, classes: list[str], prep: Preprocessing) -> None:
+        self.exp_dir = exp_dir
+        self.config = config
+        self.classes = classes
+        self.prep = prep
+        self.monitor = config.monitor
+        self.mode = config.resolved_monitor_mode()
+        self.rows: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best_row: dict[str, Any] | None = None
+        self.stage: Stage | None = None
+        self._epoch_start = time.time()
+
+    def model_file(self, model: torch.nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        return model_file(model, self.config, self.classes, self.prep, metrics)
+
+    def _improved(self, value: float) -> bool:
+        if value is None or math.isnan(value):
+            return False
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.mode == "max" else value < self.best_value
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._epoch_start = time.time()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:
+        summary = dict(module.epoch_summary)
+        module.epoch_summary.clear()
+        row: dict[str, Any] = {
+            "stage": self.stage.name if self.stage else "",
+            "epoch": trainer.current_epoch + 1,
+            "step": trainer.global_step,
+        }
+        if trainer.optimizers:
+            row.update(current_lrs(trainer.optimizers[0]))
+        row.update(summary)
+        row["time_s"] = round(time.time() - self._epoch_start, 2)
+        self.rows.append(row)
+        if not trainer.is_global_zero:
+            return
+        write_metrics(self.exp_dir / "metrics.csv", self.rows)
+        value = summary.get(self.monitor)
+        if self._improved(value):
+            self.best_value = value
+            self.best_row = row
+            io.save_torch(self.exp_dir / "model.best.pth", self.model_file(module.model, row))
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """Continue after the rows of an interrupted run: its best model stays the one to beat."""
+        self.rows = list(rows)
+        for row in rows:
+            value = row.get(self.monitor)
+            if isinstance(value, (int, float)) and self._improved(value):
+                self.best_value, self.best_row = value, row
+        best = self.exp_dir / "model.best.pth"
+        if best.is_file():  # it may come from an epoch that runs again
+            saved = model_file_metrics(best)
+            value = saved.get(self.monitor)
+            if isinstance(value, (int, float)) and self._improved(value):
+                self.best_value, self.best_row = value, saved
+
+    def save_last(self, module: ClassifierModule) -> None:
+        last = self.rows[-1] if self.rows else {}
+        io.save_torch(self.exp_dir / "model.last.pth", self.model_file(module.model, last))
+
+
+class EMARecorder(Callback):
+    """An exponential moving average of the weights during one stage, written as `model.ema.pth`.
+
+    Uses `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn`; BatchNorm buffers are
+    averaged too (`use_buffers=True`), so the EMA model needs no BatchNorm re-estimation.
+    """
+
+    def __init__(self, recorder: ExperimentRecorder, decay: float) -> None:
+        self.recorder = recorder
+        self.decay = decay
+        self.ema: AveragedModel | None = None
+        self._step = -1
+        self._restored: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        # saved in every checkpoint, so that --resume continues the average instead of restarting it
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restored = state.get("ema")
+
+    def on_train_start(self, trainer: L.Trainer, module: ClassifierModule) -> None:
+        self.ema = AveragedModel(
+            module.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
+        )
+        if self._restored is not None:
+            self.ema.load_state_dict(self._restored)
+            self._restored = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: ClassifierModule, *args: Any) -> None:
+        # once per optimizer step (with gradient accumulation, not every batch is one)
+        if self.ema is None or trainer.global_step == self._step:
+            return
+        self._step = trainer.global_step
+        self.ema.update_parameters(module.model)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:
+        if self.ema is None or not trainer.is_global_zero:
+            return
+        row = dict(self.recorder.rows[-1]) if self.recorder.rows else {}
+        row = {k: v for k, v in row.items() if k in ("stage", "epoch", "step")}
+        row["ema_decay"] = self.decay
+        io.save_torch(self.recorder.exp_dir / "model.ema.pth", self.recorder.model_file(self.ema.module, row))

@@ -1,0 +1,326 @@
+"""The experiment folder's file formats, each writer beside its reader.
+
+- model files (`model.best.pth`, `model.last.pth`, `model.ema.pth`, `model.swa.pth`): a plain dict
+  loadable with `torch.load(weights_only=True)`: `model_file` writes, `load_model_file` reads;
+- the `"mlic"` key of every Lightning checkpoint (stage, epoch, metrics): `checkpoint_info` writes,
+  `read_info` reads;
+- `thresholds.json` (per-class thresholds): `write_thresholds`, `read_thresholds`;
+- `metrics.csv` (one row per epoch and stage): `write_metrics`, `read_metrics`;
+- any of them as bare weights: `read_state_dict`, `load_weights`, and `state_differences`, the one
+  check of whether two sets of weights fit each other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+from torch import nn
+
+from mlic import io
+from mlic.config import Config
+from mlic.errors import CheckpointError, DataError
+from mlic.images import Preprocessing
+
+# ------------------------------------------------------------------------------------------ weights
+
+
+def read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(model weights, everything else in the file) of a mlic model file, a Lightning checkpoint or a
+    bare state dict, on the CPU; `what` names the file in the error a user gets."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same sentence
+        raise CheckpointError(
+            f"{what} {path} cannot be read as torch weights ({type(e).__name__}: {e})"
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        state = obj["state_dict"]
+        meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, meta = obj, {}
+    else:
+        raise CheckpointError(f"{what} {path} holds no state_dict")
+    # Lightning checkpoints prefix the model's keys with the attribute that holds it.
+    # (a loss with buffers of its own adds keys like `loss_fn.pos_weight` beside the model's)
+    model_keys = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    if model_keys and all(k.startswith(("model.", "loss_fn.")) for k in state):
+        state = model_keys
+    return state, meta
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a Lightning checkpoint or a mlic model file, on the CPU."""
+    state, _ = read_state_dict(Path(path), "checkpoint")
+    return state
+
+
+@dataclass
+class StateDifferences:
+    """How a state dict differs from a reference one (tensor names; `ignore`d names left out)."""
+
+    reshaped: list[str] = field(default_factory=list)  # in both, with another shape
+    missing: list[str] = field(default_factory=list)  # in the reference only
+    unexpected: list[str] = field(default_factory=list)  # in the state only
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.reshaped or self.missing or self.unexpected)
+
+    def first(self) -> str:
+        """The first difference, as a phrase: `first differing tensor: x` (names differ) or `x has shape
+        (3,), not (4,)`."""
+        if self.missing or self.unexpected:
+            return f"first differing tensor: {(self.missing or self.unexpected)[0]}"
+        name = self.reshaped[0]
+        got, want = self.shapes[name]
+        return f"{name} has shape {got}, not {want}"
+
+
+def state_differences(
+    reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], ignore: set[str] = frozenset()
+) -> StateDifferences:
+    """Compare `state` with `reference` tensor by tensor: the one compatibility check used to load a
+    checkpoint into a model and to average checkpoints."""
+    out = StateDifferences()
+    for key, value in state.items():
+        if key in ignore:
+            continue
+        if key not in reference:
+            out.unexpected.append(key)
+        elif tuple(value.shape) != tuple(reference[key].shape):
+            out.reshaped.append(key)
+            out.shapes[key] = (tuple(value.shape), tuple(reference[key].shape))
+    out.missing = [k for k in reference if k not in state and k not in ignore]
+    return out
+
+
+# --------------------------------------------------------------------------------------- model files
+
+
+def _plain(value: Any) -> bool:
+    """True for values `torch.load(weights_only=True)` reads back: numbers, strings and lists of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def model_file(
+    model: nn.Module, config: Config, classes: list[str], prep: Preprocessing, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """The plain-dict model file (`model.best.pth` and its kin): loadable with `weights_only=True`."""
+    return {
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model_name": config.model.name,
+        "classes": list(classes),
+        "img_size": list(prep.img_size),
+        "normalization": {
+            "mean": list(prep.mean),
+            "std": list(prep.std),
+            "interpolation": prep.interpolation,
+        },
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+        # what rebuilding the model and thresholding its output need, without the config
+        "model_kwargs": {k: v for k, v in config.model.kwargs.items() if _plain(v)},
+        "threshold": config.threshold,
+    }
+
+
+@dataclass
+class ModelFile:
+    """A model file (`model.best.pth`, `model.swa.pth`, ...) rebuilt as a ready-to-run eval-mode model."""
+
+    model: nn.Module
+    model_name: str
+    classes: list[str]
+    prep: Preprocessing
+    threshold: float
+    metrics: dict[str, Any]
+
+
+def load_model_file(path: Path) -> ModelFile:
+    """Rebuild the timm model a mlic model file describes and load its weights (nothing is downloaded)."""
+    path = Path(path)
+    state, meta = read_state_dict(path, "model file")
+    missing = [k for k in ("model_name", "classes", "img_size", "normalization") if k not in meta]
+    if missing:
+        raise CheckpointError(
+            f"model file {path} is not a mlic model file (it has no {', '.join(missing)}); use the "
+            f"model.best.pth, model.last.pth or model.swa.pth of an experiment"
+        )
+    kwargs = dict(meta.get("model_kwargs") or {})
+    try:
+        model = timm.create_model(
+            meta["model_name"], pretrained=False, num_classes=len(meta["classes"]), **kwargs
+        )
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(
+            f"model file {path} cannot be loaded into {meta['model_name']!r}: {e}"
+        ) from None
+    norm = meta["normalization"]
+    prep = Preprocessing(
+        tuple(meta["img_size"]),
+        tuple(norm["mean"]),
+        tuple(norm["std"]),
+        norm.get("interpolation", "bilinear"),
+    )
+    return ModelFile(
+        model.eval(),
+        meta["model_name"],
+        list(meta["classes"]),
+        prep,
+        float(meta.get("threshold", 0.5)),
+        dict(meta.get("metrics", {})),
+    )
+
+
+def model_file_metrics(path: Path) -> dict[str, Any]:
+    """The `metrics` a model file recorded (stage, epoch and the values of that epoch)."""
+    _, meta = read_state_dict(path, "model file")
+    return dict(meta.get("metrics", {}))
+
+
+def earlier_runs(exp_dir: Path) -> list[Path]:
+    """Folders an experiment's earlier runs were moved to (`<name>.<date-time>`), oldest first."""
+    exp_dir = Path(exp_dir)
+    return sorted(p for p in exp_dir.parent.glob(f"{exp_dir.name}.*") if p.is_dir())
+
+
+def resolve_model_file(exp_dir: Path, weights: str | Path = "model.best.pth") -> Path:
+    """The model file `weights` inside the experiment folder, else `weights` as a path; else one sentence
+    saying what the folder holds (and where its previous run went, if a rerun moved it)."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise CheckpointError(f"experiment folder {exp_dir} does not exist; pass the folder train.py wrote")
+    for candidate in (exp_dir / weights, Path(weights)):
+        if candidate.is_file():
+            return candidate
+    held = sorted(p.name for p in exp_dir.glob("*.pth"))
+    holds = f"it holds {', '.join(held)}" if held else "it holds no model file (*.pth)"
+    message = f"model file {weights} is not in {exp_dir} nor a file; {holds}"
+    older = earlier_runs(exp_dir)
+    if older:
+        message += f"; the previous run of this experiment was moved to {older[-1]}"
+    raise CheckpointError(message)
+
+
+# ------------------------------------------------------------------ the "mlic" key of a checkpoint
+
+CHECKPOINT_KEY = "mlic"
+_NAME = re.compile(r"^(?P<stage>.+)-epoch(?P<epoch>\d+)")
+
+
+def checkpoint_info(stage: str, epoch: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What a Lightning checkpoint carries under `CHECKPOINT_KEY`, so that swa.py and --resume can rank
+    and order checkpoints without reading metrics.csv."""
+    return {"stage": stage, "epoch": int(epoch), "metrics": {k: float(v) for k, v in metrics.items()}}
+
+
+@dataclass
+class CheckpointInfo:
+    """What a training run recorded about one checkpoint: its stage, epoch and metrics."""
+
+    path: Path
+    stage: str | None
+    epoch: int | None
+    metrics: dict[str, float]
+
+
+def read_info(path: Path) -> CheckpointInfo:
+    """Stage, epoch and metrics of a Lightning checkpoint written by `train.py` (memory-mapped read)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same sentence
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+    info = obj.get(CHECKPOINT_KEY) if isinstance(obj, dict) else None
+    if isinstance(info, dict):
+        return CheckpointInfo(path, info.get("stage"), info.get("epoch"), dict(info.get("metrics", {})))
+    match = _NAME.match(path.stem)  # a checkpoint from elsewhere: its name is all there is
+    epoch = obj.get("epoch") if isinstance(obj, dict) else None
+    return CheckpointInfo(
+        path, match["stage"] if match else None, epoch + 1 if isinstance(epoch, int) else None, {}
+    )
+
+
+# ---------------------------------------------------------------------------------- thresholds.json
+
+
+def write_thresholds(exp_dir: Path, classes: Sequence[str], thresholds: np.ndarray) -> Path:
+    """Save per-class thresholds as `thresholds.json` ({class: threshold}), unrounded: a tuned threshold
+    sits midway between two probabilities that may differ by 1e-7."""
+    path = Path(exp_dir) / "thresholds.json"
+    io.write_json(path, {c: float(t) for c, t in zip(classes, thresholds)})
+    return path
+
+
+def read_thresholds(
+    exp_dir: Path, classes: Sequence[str], default: float | None
+) -> tuple[np.ndarray | None, str]:
+    """Per-class thresholds from the experiment's `thresholds.json`, else `default` for every class
+    (None when `default` is None).
+
+    Returns the thresholds in `classes` order and a sentence saying where they came from.
+    """
+    path = Path(exp_dir) / "thresholds.json"
+    if not path.is_file():
+        if default is None:
+            return None, f"no {path}"
+        return (
+            np.full(len(classes), float(default)),
+            f"threshold {default:g} for every class (the model file's; no {path})",
+        )
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"thresholds file {path} is not valid JSON ({e}); delete it or fix it") from None
+    if not isinstance(saved, dict):
+        raise DataError(f'thresholds file {path} must map each class to a number, like {{"Drama": 0.41}}')
+    missing = [c for c in classes if c not in saved]
+    extra = [str(c) for c in saved if c not in classes]
+    if missing or extra:
+        parts = [f"lacks {', '.join(missing[:5])}"] if missing else []
+        parts += [f"has {', '.join(extra[:5])}, which the model does not predict"] if extra else []
+        raise DataError(
+            f"thresholds file {path} does not match the model's classes: it {' and '.join(parts)}"
+        )
+    bad = [c for c in classes if not _is_number(saved[c])]
+    if bad:
+        raise DataError(
+            f"thresholds file {path}: the threshold of {bad[0]!r} is {saved[bad[0]]!r}, not a number"
+        )
+    return np.array([float(saved[c]) for c in classes]), f"per-class thresholds from {path}"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# -------------------------------------------------------------------------------------- metrics.csv
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """`metrics.csv`: one row per epoch and stage, columns in first-seen order."""
+    io.write_with(path, lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of `metrics.csv` as dicts, without the cells an epoch left empty."""
+    # stage names stay text whatever they look like ("1", "NA"); only empty cells are missing values
+    df = pd.read_csv(path, dtype={"stage": str}, keep_default_na=False, na_values=[""])
+    return [
+        {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+        for row in df.to_dict("records")
+    ]

@@ -1,0 +1,313 @@
+"""Reading a config file: import it, apply `--set` overrides, validate every field, explain mistakes;
+and the copy of it written beside a run."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import inspect
+import math
+import os
+import pprint
+import re
+import sys
+import traceback
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import lightning
+
+from mlic.config import METRICS, SWA, TRAINER_OWNED, Config, Data, LRFinder, Model, Stage, apply_override
+from mlic.errors import ConfigError
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "None"
+    if tp is Callable or origin is Callable or getattr(tp, "__name__", "") == "Callable":
+        return "a callable"
+    if origin in (list, tuple, dict):
+        return f"a {origin.__name__}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if tp is type(None):
+        return value is None
+    if tp is Callable or origin is Callable:
+        return callable(value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is Path:
+        return isinstance(value, (str, os.PathLike))
+    if origin is list:
+        return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return True
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _check_fields(obj: Any, prefix: str, where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if not _matches(value, tp):
+            raise ConfigError(
+                f"{where}: field '{name}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+            )
+        if is_dataclass(value) and not isinstance(value, type):
+            _check_fields(value, f"{name}.", where)
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if is_dataclass(item) and not isinstance(item, type):
+                    _check_fields(item, f"{name}[{i}].", where)
+
+
+def _check_trainer(trainer: dict, where: str) -> None:
+    allowed = [n for n in inspect.signature(lightning.Trainer.__init__).parameters if n != "self"]
+    for key in trainer:
+        if key in TRAINER_OWNED:
+            raise ConfigError(
+                f"{where}: field 'trainer' must not set {key!r}; use {TRAINER_OWNED[key]} instead"
+            )
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"{where}: field 'trainer' has {key!r}, which lightning.Trainer does not take{hint_text}"
+            )
+
+
+# fields that earlier releases had, with what replaced them
+RENAMED = {
+    ("LRFinder", "smoothing"): "the trailing average it set was replaced by a centred window: "
+    "set window, its width in decades of LR (default 0.5)",
+}
+
+
+def _check_lr_finder(finder: LRFinder, name: str, where: str) -> None:
+    if not 0 < finder.start_lr < finder.end_lr:
+        raise ConfigError(
+            f"{where}: field '{name}' needs 0 < start_lr < end_lr, got {finder.start_lr} and {finder.end_lr}"
+        )
+    if finder.num_steps < 5:
+        raise ConfigError(f"{where}: field '{name}.num_steps' must be at least 5, got {finder.num_steps}")
+    span = math.log10(finder.end_lr / finder.start_lr)
+    if not 0 <= finder.window <= span:
+        raise ConfigError(
+            f"{where}: field '{name}.window' is the smoothing window in decades of LR; it must be between 0 "
+            f"and the sweep's {span:g} decades, got {finder.window}"
+        )
+    if finder.diverge <= 1:
+        raise ConfigError(f"{where}: field '{name}.diverge' must be above 1, got {finder.diverge}")
+
+
+def _check_swa(config: Config, where: str) -> None:
+    swa = config.swa
+    if swa.top_k is not None and swa.last_k is not None:
+        raise ConfigError(f"{where}: field 'swa' sets both top_k and last_k; set one of them")
+    for name in ("top_k", "last_k"):
+        value = getattr(swa, name)
+        if value is not None and value < 2:
+            raise ConfigError(f"{where}: field 'swa.{name}' must be at least 2 (an average of one is itself)")
+    names = [s.name for s in config.resolved_stages()]
+    if swa.stage is not None and swa.stage not in names:
+        hint = difflib.get_close_matches(swa.stage, names, n=1)
+        hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ConfigError(
+            f"{where}: field 'swa.stage' is {swa.stage!r}, which is not a stage of this config{hint_text}; "
+            f"stages: {', '.join(names)}"
+        )
+    if swa.ema_decay is not None and not 0 < swa.ema_decay < 1:
+        raise ConfigError(f"{where}: field 'swa.ema_decay' must be between 0 and 1, got {swa.ema_decay}")
+
+
+def validate(config: Config, where: str = "config") -> Config:
+    """Check types and values of every field; raise ConfigError naming the first wrong one."""
+    if not isinstance(config, Config):
+        raise ConfigError(f"{where}: `config` must be a mlic.Config, got {type(config).__name__}")
+    _check_fields(config, "", where)
+    d = config.data
+    if not re.fullmatch(r"[\w.\-]+", config.experiment_name):
+        raise ConfigError(
+            f"{where}: field 'experiment_name' must be a plain folder name (letters, digits, '_', '-', '.'), "
+            f"got {config.experiment_name!r}"
+        )
+    if d.img_size is not None and any(s <= 0 for s in d.img_size):
+        raise ConfigError(f"{where}: field 'data.img_size' must be two positive ints (height, width)")
+    if d.batch_size <= 0:
+        raise ConfigError(f"{where}: field 'data.batch_size' must be positive, got {d.batch_size}")
+    if d.num_workers < 0:
+        raise ConfigError(f"{where}: field 'data.num_workers' must be 0 or more, got {d.num_workers}")
+    if d.num_iteration_on_epoch is not None and d.num_iteration_on_epoch <= 0:
+        raise ConfigError(
+            f"{where}: field 'data.num_iteration_on_epoch' must be positive or None, "
+            f"got {d.num_iteration_on_epoch}"
+        )
+    if "{id}" not in d.image_pattern:
+        raise ConfigError(
+            f"{where}: field 'data.image_pattern' must contain '{{id}}', got {d.image_pattern!r}"
+        )
+    if not 0.0 < config.threshold < 1.0:
+        raise ConfigError(f"{where}: field 'threshold' must be between 0 and 1, got {config.threshold}")
+    if config.monitor not in METRICS:
+        raise ConfigError(
+            f"{where}: field 'monitor' must be one of {', '.join(METRICS)}, got {config.monitor!r}"
+        )
+    if config.epochs <= 0:
+        raise ConfigError(f"{where}: field 'epochs' must be positive, got {config.epochs}")
+    if config.stages is not None and len(config.stages) == 0:
+        raise ConfigError(f"{where}: field 'stages' is empty; leave it out for one full stage")
+    seen: set[str] = set()
+    for i, stage in enumerate(config.resolved_stages()):
+        if stage.epochs <= 0:
+            raise ConfigError(f"{where}: field 'stages[{i}].epochs' must be positive, got {stage.epochs}")
+        if stage.name in seen:
+            raise ConfigError(f"{where}: two stages are named {stage.name!r}; stage names must be unique")
+        if isinstance(stage.lr, (int, float)) and stage.lr <= 0:
+            raise ConfigError(f"{where}: field 'stages[{i}].lr' must be positive, got {stage.lr}")
+        if isinstance(stage.lr, LRFinder):
+            _check_lr_finder(stage.lr, f"stages[{i}].lr", where)
+        if stage.backbone_lr_scale < 0:
+            raise ConfigError(
+                f"{where}: field 'stages[{i}].backbone_lr_scale' must be 0 or more, got {stage.backbone_lr_scale}"
+            )
+        seen.add(stage.name)
+    _check_trainer(config.trainer, where)
+    if config.lr_finder is not None:
+        _check_lr_finder(config.lr_finder, "lr_finder", where)
+    if config.save_top_k < 1:
+        raise ConfigError(f"{where}: field 'save_top_k' must be at least 1, got {config.save_top_k}")
+    _check_swa(config, where)
+    return config
+
+
+def _config_line(exc: BaseException, path: Path) -> str:
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
+    return f"{path}:{lines[-1]}" if lines else str(path)
+
+
+_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def _explain_type_error(exc: TypeError) -> str:
+    match = _UNEXPECTED.search(str(exc))
+    if not match:
+        return f"TypeError: {exc}"
+    cls_name, arg = match.groups()
+    classes = {
+        "Config": Config,
+        "Data": Data,
+        "Model": Model,
+        "Stage": Stage,
+        "LRFinder": LRFinder,
+        "SWA": SWA,
+    }
+    cls = classes.get(cls_name)
+    if cls is None:
+        return f"TypeError: {exc}"
+    names = [f.name for f in fields(cls)]
+    hint = difflib.get_close_matches(arg, names, n=1)
+    hint_text = f" (did you mean '{hint[0]}'?)" if hint else ""
+    if (cls_name, arg) in RENAMED:
+        hint_text = f" ({RENAMED[cls_name, arg]})"
+    return f"{cls_name}() has no field '{arg}'{hint_text}; its fields are: {', '.join(names)}"
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    source = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    stem = re.sub(r"\W", "_", path.stem)
+    name = f"mlic_config_{stem}_{digest}"
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    extra = [str(Path.cwd()), str(path.resolve().parent)]
+    added = [p for p in extra if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        exec(compile(tree, str(path), "exec"), module.__dict__)
+    except ConfigError as e:
+        raise ConfigError(f"{_config_line(e, path)}: {e}") from None
+    except TypeError as e:
+        raise ConfigError(f"{_config_line(e, path)}: {_explain_type_error(e)}") from None
+    except Exception as e:  # noqa: BLE001 - any error in user code is reported with its line
+        raise ConfigError(f"{_config_line(e, path)}: {type(e).__name__}: {e}") from None
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+    return module
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Import the config file at `path`, apply `--set` overrides and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    module = _import_file(path)
+    if not hasattr(module, "config"):
+        raise ConfigError(f"{path} does not define `config`; end it with `config = Config(...)`")
+    config = module.config
+    if not isinstance(config, Config):
+        raise ConfigError(f"{path}: `config` must be a mlic.Config, got {type(config).__name__}")
+    for assignment in overrides:
+        apply_override(config, assignment)
+    validate(config, str(path))
+    config.source_path = path  # type: ignore[attr-defined]
+    config.source_text = path.read_text(encoding="utf-8")  # type: ignore[attr-defined]
+    config.overrides = list(overrides)  # type: ignore[attr-defined]
+    return config
+
+
+def config_copy_text(config: Config) -> str:
+    """The text saved as `config.py` beside a run: the file that ran plus its `--set` overrides."""
+    path: Path | None = getattr(config, "source_path", None)
+    if path is None:
+        lines = pprint.pformat(config, width=100).splitlines()
+        return "# config built in Python, not from a file:\n" + "".join(f"# {line}\n" for line in lines)
+    # read when the config was loaded: the file may be the copy inside a folder a rerun moves aside
+    text = getattr(config, "source_text", None) or path.read_text(encoding="utf-8")
+    overrides = getattr(config, "overrides", [])
+    if overrides:
+        text += "\n# --set overrides given on the command line:\nfrom mlic.config import apply_override\n\n"
+        for assignment in overrides:
+            text += f"apply_override(config, {assignment!r})\n"
+    return text
+
+
+__all__ = ["load_config", "validate", "config_copy_text"]

@@ -1,0 +1,222 @@
+"""Evaluating weights: the config's loss checked and set up, metrics of a module on each split, the one
+way to compute probabilities, per-class thresholds, and opening a trained experiment's model file (for
+`train.py --validate/--test`, swa.py, export and predict)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlic.checkpoints import ModelFile, load_model_file, read_thresholds, resolve_model_file, write_thresholds
+from mlic.config import Config
+from mlic.data import LabelTable, make_loader, read_splits
+from mlic.errors import ConfigError, DataError
+from mlic.metrics import f1_at, per_class, tune_thresholds
+from mlic.module import ClassifierModule
+from mlic.runtime import eval_trainer, expected_warnings_silenced
+
+log = logging.getLogger("mlic")
+
+Results = dict[str, dict[str, float]]  # split -> metric -> value
+
+
+# --------------------------------------------------------------------------------------------- the loss
+
+
+def setup_loss(loss: Any, train: LabelTable, classes: list[str]) -> None:
+    """Give the loss the train labels when it wants them, then try it on one batch of the train targets,
+    so a loss that does not fit these classes stops before anything is written or trained."""
+    if hasattr(loss, "setup"):  # e.g. BCEWithLogitsLoss(pos_weight="auto") reads the train labels
+        loss.setup(train.targets)
+        weight = getattr(loss, "pos_weight", None)
+        if getattr(loss, "auto", False) and weight is not None:
+            pairs = ", ".join(f"{c} {float(w):.2f}" for c, w in zip(classes, weight))
+            log.info("pos_weight from the train labels (negatives/positives): %s", pairs)
+    targets = torch.from_numpy(np.array(train.targets[:4], dtype=np.float32))  # a writable copy
+    try:
+        value = loss(torch.zeros_like(targets), targets)
+    except Exception as e:  # noqa: BLE001 - any failure of user code is reported with the field
+        raise ConfigError(
+            f"field 'loss': {type(loss).__name__} fails on a batch of {len(classes)} classes: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ConfigError(
+            f"field 'loss': {type(loss).__name__} must return one number per batch, got {shape}; "
+            f"use reduction='mean' or 'sum'"
+        )
+
+
+def constant_loss(loss: Any, targets: np.ndarray, logits: np.ndarray) -> float:
+    """The config's loss over the train labels when every image gets the same `logits`."""
+    y = torch.from_numpy(np.array(targets, dtype=np.float32))
+    with torch.no_grad():
+        return float(loss(torch.as_tensor(logits, dtype=torch.float32).expand_as(y), y))
+
+
+# ------------------------------------------------------------------------------------------ inference
+
+
+def probabilities(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Per-class probabilities (the sigmoid of the logits) of one batch, without gradients, on the CPU.
+    The caller puts `model` in eval mode and `images` on its device."""
+    with torch.no_grad():
+        return torch.sigmoid(model(images).float()).cpu().numpy()
+
+
+def predict_probs(model: nn.Module, loader: Any, device: torch.device | str = "cpu") -> np.ndarray:
+    """Probabilities of `model` in eval mode over a loader of images or (images, targets) batches."""
+    model = model.to(device).eval()
+    out = []
+    for batch in loader:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        out.append(probabilities(model, x.to(device)))
+    return np.concatenate(out)
+
+
+def eval_module(model: nn.Module, config: Config) -> ClassifierModule:
+    """`model` wrapped for evaluation with the config's loss and threshold."""
+    return ClassifierModule(
+        model, config.loss, config.optimizer, config.scheduler, threshold=config.threshold
+    )
+
+
+def evaluate(module: ClassifierModule, config: Config, loaders: dict[str, Any], splits: list[str]) -> Results:
+    """Metrics of the module's current weights on each of `splits` (the loaders it has); the
+    probabilities and targets stay in `module.last_outputs`."""
+    trainer = eval_trainer(config)
+    results: Results = {}
+    for split in splits:
+        if split not in loaders:
+            continue
+        module.epoch_summary.clear()
+        with expected_warnings_silenced():
+            if split == "test":
+                trainer.test(module, loaders[split], verbose=False)
+            else:
+                trainer.validate(module, loaders[split], verbose=False)
+        results[split] = {
+            k.split("/", 1)[1]: v for k, v in module.epoch_summary.items() if k.startswith(split)
+        }
+    module.epoch_summary.clear()
+    return results
+
+
+# ----------------------------------------------------------------------------------------- thresholds
+
+
+def add_tuned(results: Results, outputs: dict[str, Any], thresholds: np.ndarray) -> None:
+    """Add F1 micro/macro at per-class `thresholds` (`*_tuned`) to each split of `results`."""
+    for split, (probs, targets) in outputs.items():
+        if split in results:
+            tuned = f1_at(probs, targets, thresholds)
+            results[split].update({f"{k}_tuned": v for k, v in tuned.items()})
+
+
+def apply_thresholds(
+    exp_dir: Path, config: Config, classes: list[str], outputs: dict[str, Any], results: Results
+) -> np.ndarray | None:
+    """Tune per-class thresholds on valid, save `thresholds.json`, add tuned F1s to `results`."""
+    if "valid" not in outputs:
+        return None
+    probs, targets = outputs["valid"]
+    thresholds = tune_thresholds(probs, targets, config.threshold)
+    write_thresholds(exp_dir, classes, thresholds)
+    add_tuned(results, outputs, thresholds)
+    return thresholds
+
+
+def per_class_rows(
+    classes: list[str],
+    tables: dict[str, LabelTable],
+    outputs: dict[str, Any],
+    threshold: float,
+    thresholds: np.ndarray | None,
+) -> list[dict[str, Any]]:
+    """One row per class: support per split, AP on valid and test, test F1 at the global and tuned thresholds."""
+    rows: list[dict[str, Any]] = [{"class": c} for c in classes]
+    for split, table in tables.items():
+        for row, n in zip(rows, table.targets.sum(0)):
+            row[f"{split} support"] = int(n)
+    last = "test" if "test" in outputs else "valid" if "valid" in outputs else None
+    for split, (probs, targets) in outputs.items():
+        for row, stats in zip(rows, per_class(probs, targets, threshold)):
+            row[f"{split} AP"] = stats["ap"]
+            if split == last:
+                row[f"{last} F1 @{threshold:g}"] = stats["f1"]
+    if last and thresholds is not None:
+        probs, targets = outputs[last]
+        for row, stats, t in zip(rows, per_class(probs, targets, thresholds), thresholds):
+            row[f"{last} F1 tuned"] = stats["f1"]
+            row["threshold"] = float(t)
+    return rows
+
+
+# ------------------------------------------------------------------------------ a trained experiment
+
+
+@dataclass
+class TrainedModel:
+    """A model file of an experiment, rebuilt, with the thresholds its predictions use."""
+
+    path: Path
+    model_file: ModelFile
+    thresholds: np.ndarray
+    thresholds_source: str  # a sentence: thresholds.json, or the model file's one threshold
+
+
+def open_model(exp_dir: Path, weights: str | Path = "model.best.pth") -> TrainedModel:
+    """The model file `weights` of the experiment folder (or a path), rebuilt, and its thresholds."""
+    path = resolve_model_file(Path(exp_dir), weights)
+    mf = load_model_file(path)
+    thresholds, source = read_thresholds(exp_dir, mf.classes, mf.threshold)
+    return TrainedModel(path, mf, thresholds, source)
+
+
+def open_with_data(config: Config, path: Path) -> tuple[ModelFile, dict[str, LabelTable]]:
+    """A model file and the config's label tables, checked to hold the same classes; the config's loss set
+    up as in training (`pos_weight="auto"` reads the train labels)."""
+    mf = load_model_file(path)
+    tables = read_splits(config.data)
+    if tables["train"].classes != mf.classes:
+        raise DataError(
+            f"{path} was trained on the classes {', '.join(mf.classes)}, but {config.data.train} has "
+            f"{', '.join(tables['train'].classes)}; use the data the experiment was trained on"
+        )
+    setup_loss(config.loss, tables["train"], mf.classes)
+    return mf, tables
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_split` measured: metrics of one model file on one split."""
+
+    path: Path
+    split: str
+    num_images: int
+    results: Results
+    thresholds_path: Path | None  # where the `*_tuned` F1s' thresholds came from
+
+
+def evaluate_split(config: Config, split: str, weights: str | Path | None = None) -> Evaluation:
+    """Evaluate a model file of the experiment (default `model.best.pth`) on `split` (`--validate`, `--test`)."""
+    exp_dir = config.experiment_dir
+    path = resolve_model_file(exp_dir, weights or "model.best.pth")
+    mf, tables = open_with_data(config, path)
+    if split not in tables:
+        raise ConfigError(f"the config has no {split} split (data.{split} is None)")
+    loaders = {split: make_loader(tables[split], mf.prep.transform(), config.data, train=False)}
+    module = eval_module(mf.model, config)
+    results = evaluate(module, config, loaders, [split])
+    thresholds, _ = read_thresholds(exp_dir, mf.classes, default=None)
+    if thresholds is not None:
+        add_tuned(results, module.last_outputs, thresholds)
+    tuned_from = exp_dir / "thresholds.json" if thresholds is not None else None
+    return Evaluation(path, split, len(tables[split]), results, tuned_from)

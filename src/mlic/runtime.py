@@ -1,0 +1,91 @@
+"""Where and how training runs: the device, the precision, Lightning's Trainer arguments, autocast, and
+the Lightning warnings mlic expects."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+
+from mlic.config import Config
+
+# Warnings Lightning gives for what mlic does on purpose: a frozen backbone keeps its BatchNorm layers in
+# eval mode; checkpoints of several stages share one folder; small data sets get few loader workers.
+EXPECTED_WARNINGS = (
+    r".*module\(s\) in eval mode at the start of training.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*does not have many workers.*",
+    r".*isinstance\(treespec, LeafSpec\).*",
+)
+
+
+@contextlib.contextmanager
+def expected_warnings_silenced() -> Iterator[None]:
+    """Hide `EXPECTED_WARNINGS` inside the block only (the process's warning filters are left alone)."""
+    with warnings.catch_warnings():
+        for pattern in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
+
+
+def auto_precision() -> str:
+    """Mixed precision on a GPU (bf16 where supported), full precision on a CPU."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def trainer_kwargs(config: Config) -> dict[str, Any]:
+    """Lightning Trainer arguments: mlic's defaults, then the config's `trainer` dict on top."""
+    kwargs: dict[str, Any] = {
+        "accelerator": "auto",
+        "devices": 1,
+        "precision": auto_precision(),
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 10,
+    }
+    kwargs.update(config.trainer)
+    if kwargs.get("precision") == "auto":
+        kwargs["precision"] = auto_precision()
+    return kwargs
+
+
+def device_for(accelerator: Any = "auto") -> str:
+    """ "cuda" when `accelerator` allows a GPU and there is one, else "cpu"."""
+    return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+def training_device(config: Config) -> str:
+    """The device the config's trainer settings put training on ("cuda" or "cpu")."""
+    return device_for(trainer_kwargs(config).get("accelerator"))
+
+
+def device_label(config: Config) -> str:
+    """The training device for the log: the GPU's name, or the accelerator the config names."""
+    accelerator = trainer_kwargs(config).get("accelerator")
+    if device_for(accelerator) == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return str(accelerator) if accelerator != "auto" else "cpu"
+
+
+def autocast_dtype(precision: Any) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision setting (None: full precision)."""
+    text = str(precision)
+    if text.startswith("bf16"):
+        return torch.bfloat16
+    if text.startswith("16"):
+        return torch.float16
+    return None
+
+
+def eval_trainer(config: Config) -> L.Trainer:
+    """A quiet Trainer for evaluation only: no logger, checkpoints, progress bar or summary."""
+    kwargs = trainer_kwargs(config)
+    kwargs.update(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    return L.Trainer(**kwargs)
