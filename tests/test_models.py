@@ -1,4 +1,4 @@
-"""Backbone/head split, freezing (BatchNorm included), weight decay groups, weight files."""
+"""Backbone/head split, freezing (BatchNorm included), weight files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import timm
 import torch
 
 from mlic import CheckpointError, Model, Stage
-from mlic.models import create_model, head_parameter_names, set_backbone_trainable
+from mlic.models import create_model, head_parameter_names
 from mlic.module import ClassifierModule
-from mlic.optim import parameter_groups
 
 
 def _model(name: str, num_classes: int = 3) -> torch.nn.Module:
@@ -33,25 +32,6 @@ def test_vit_tokens_belong_to_the_backbone_and_its_head_norm_to_the_head():
     assert "head.weight" in head
     assert "cls_token" not in head and "pos_embed" not in head
     assert all(not n.startswith("blocks.") for n in head)
-
-
-def test_norm_and_bias_parameters_get_no_weight_decay():
-    model = _model("test_convnext")
-    groups = parameter_groups(model, lr=1e-3, backbone_lr=1e-4, weight_decay=0.05)
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in groups:
-        for p in group["params"]:
-            is_weight = p.ndim > 1 and not names[id(p)].endswith(".bias")
-            assert group["weight_decay"] == (0.05 if is_weight else 0.0), names[id(p)]
-    lrs = {g["name"]: g["lr"] for g in groups}
-    assert lrs == {"backbone": 1e-4, "backbone/no_decay": 1e-4, "head": 1e-3, "head/no_decay": 1e-3}
-
-
-def test_frozen_backbone_leaves_only_head_parameters_in_the_optimizer_groups():
-    model = _model("test_resnet")
-    set_backbone_trainable(model, False)
-    groups = parameter_groups(model, lr=1e-3, backbone_lr=1e-3, weight_decay=0.0)
-    assert {g["name"].split("/")[0] for g in groups} == {"head"}
 
 
 def _train_steps(module: ClassifierModule, steps: int = 3) -> None:

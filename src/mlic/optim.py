@@ -54,7 +54,8 @@ def build_optimizer(model: nn.Module, stage: Stage, factory: Callable) -> torch.
     The head's groups get the stage's `lr` (else the optimizer's own `lr`), the backbone's that times
     `backbone_lr_scale`; norms and biases get no weight decay.
     """
-    groups = parameter_groups(model, lr=1.0, backbone_lr=1.0, weight_decay=0.0)
+    # weight_decay=1.0 marks the groups that decay; the optimizer's own value replaces it below
+    groups = parameter_groups(model, lr=1.0, backbone_lr=1.0, weight_decay=1.0)
     lr_scale = {g["name"]: (1.0 if g["name"].startswith("head") else stage.backbone_lr_scale) for g in groups}
     decays = {g["name"]: g["weight_decay"] for g in groups}
     for g in groups:
