@@ -1,0 +1,69 @@
+"""Atomic checkpoint writes (the CheckpointIO plugin every stage's Trainer gets), and a library that
+leaves the process alone: no prints, no warning filters changed by importing it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, tiny_config
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from mlic import Stage
+from mlic.callbacks import AtomicCheckpointIO, ExperimentRecorder
+from mlic.images import Preprocessing
+from mlic.stages import make_trainer, run
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("disk full")  # what a write that fails halfway looks like to the caller
+
+
+def test_a_checkpoint_that_fails_to_save_leaves_the_earlier_file_and_no_temporary_one(tmp_path):
+    path = tmp_path / "checkpoints" / "full-last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2, "x": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["full-last.ckpt"]
+
+
+def test_every_stage_trainer_writes_checkpoints_atomically_unless_the_config_brings_its_own(
+    dataset, tmp_path
+):
+    config = tiny_config(dataset, "plugin")
+    prep = Preprocessing((32, 32), (0.5,) * 3, (0.5,) * 3, "bilinear")
+    recorder = ExperimentRecorder(tmp_path, config, ["a"], prep)
+    trainer = make_trainer(config, Stage("full", epochs=1), tmp_path, recorder)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    own = TorchCheckpointIO()
+    config.trainer["plugins"] = [own]
+    assert make_trainer(config, Stage("full", epochs=1), tmp_path, recorder).strategy.checkpoint_io is own
+
+
+def test_training_prints_nothing_and_leaves_no_temporary_files(dataset, capsys):
+    exp_dir = run(tiny_config(dataset, "quiet", stages=[Stage("full", epochs=2)])).exp_dir
+    assert capsys.readouterr().out == ""  # the CLIs print; the library returns what they print
+    assert sorted(p.name for p in (exp_dir / "checkpoints").iterdir() if p.name.startswith(".")) == []
+    assert not list(Path(exp_dir).glob(".*.tmp"))
+
+
+def test_importing_mlic_changes_no_warning_filter_and_no_matplotlib_backend():
+    code = (
+        "import warnings, matplotlib\n"
+        "import albumentations, cv2, lightning, pandas, PIL, sklearn.metrics, timm, torch, tqdm  # theirs\n"
+        "import mlxtend.data, torch.onnx\n"
+        "before, backend = list(warnings.filters), matplotlib.get_backend()\n"
+        "import mlic, mlic.stages, mlic.swa, mlic.export, mlic.predict, mlic.report, mlic.lr_finder\n"
+        "assert warnings.filters == before, 'warning filters changed'\n"
+        "assert matplotlib.get_backend() == backend, 'backend changed'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
