@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlic.cli import run_cli
 from mlic.errors import DataError, MlicError
-from mlic.evaluation import open_model
+from mlic.evaluation import open_experiment
 from mlic.predict import list_inputs, predict_paths, write_predictions
 
 DEFAULT_WEIGHTS = "model.best.pth"
@@ -83,11 +83,12 @@ def _none_predicted(df: pd.DataFrame, args: argparse.Namespace) -> DataError:
 
 def _run(args: argparse.Namespace) -> int:
     _check_out(args)
-    trained = open_model(args.experiment, args.weights)
+    trained = open_experiment(args.experiment, args.weights)
     names, paths = list_inputs(args.input, args.column, args.images_dir, args.image_pattern)
     mf = trained.model_file
-    print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes); {trained.thresholds_source}")
-    df = predict_paths(mf, paths, trained.thresholds, args.batch_size, names=names)
+    thresholds, source = trained.thresholds()
+    print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes); {source}")
+    df = predict_paths(mf, paths, thresholds, args.batch_size, names=names)
     write_predictions(df, args.out)
     failed = df["error"] != ""
     if failed.all():

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
+
+from mlic.checkpoints import model_file_metrics
 
 
 def chance_map(table: Path) -> float:
@@ -40,11 +41,12 @@ def main() -> int:
     subprocess.run([py, "train.py", "configs/demo.py"], check=True, env=env)
     seconds = time.time() - start
     exp = Path("experiments/demo")
-    best = torch.load(exp / "model.best.pth", weights_only=True)["metrics"]
+    best = model_file_metrics(exp / "model.best.pth")
     report = (exp / "report.md").read_text()
-    test_row = next(line for line in report.splitlines() if line.startswith("| test |"))
-    cells = [c.strip() for c in test_row.strip("|").split("|")]
-    test = dict(zip(["split", "loss", "map", "auc", "f1_micro", "f1_macro"], cells))
+    lines = report.splitlines()
+    header = next(line for line in lines if line.startswith("| split |"))  # the metrics table's own columns
+    test_row = next(line for line in lines if line.startswith("| test |"))
+    test = dict(zip(*([c.strip() for c in row.strip("|").split("|")] for row in (header, test_row))))
     chance = chance_map(Path(args.data) / "test_df.csv")
     print(
         f"\n| demo (best epoch from stage {best.get('stage')}) | test mAP {test['map']} | chance mAP {chance:.4f} | "

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import torch
 
+from mlic.checkpoints import load_model_file
+from mlic.export import Deployable, check_batch, export_experiment, image_paths
+
 
 def timed(fn, batch, iters: int) -> float:
     """Images per second over `iters` batches, after 3 warm-up batches."""
@@ -32,9 +35,6 @@ def main() -> int:
     parser.add_argument("--experiment", type=Path, default=Path("experiments/demo"))
     parser.add_argument("--iters", type=int, default=30)
     args = parser.parse_args()
-
-    from mlic.checkpoints import load_model_file
-    from mlic.export import Deployable, check_batch, export_experiment, image_paths
 
     written = export_experiment(args.experiment)
     mf = load_model_file(args.experiment / "model.best.pth")

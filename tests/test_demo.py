@@ -117,7 +117,7 @@ def test_cli_skips_complete_build(built: Path, caplog) -> None:
 
 
 def test_incomplete_or_different_build_is_not_reused(built: Path) -> None:
-    params = demo._params(0, 60, 20, 20, "test_resnet", 1)
-    assert demo._is_complete(built, params)
-    assert not demo._is_complete(built, demo._params(1, 60, 20, 20, "test_resnet", 1))
-    assert not demo._is_complete(built, demo._params(0, 60, 20, 21, "test_resnet", 1))
+    params = demo.build_params(0, 60, 20, 20, "test_resnet", 1)
+    assert demo.is_complete(built, params)
+    assert not demo.is_complete(built, demo.build_params(1, 60, 20, 20, "test_resnet", 1))
+    assert not demo.is_complete(built, demo.build_params(0, 60, 20, 21, "test_resnet", 1))

@@ -49,7 +49,7 @@ def root_path(trained: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _test_images(trained: Path, n: int = 5) -> tuple[torch.Tensor, np.ndarray]:
     """Resized uint8 test images (not the ones the export was checked on) and the eager probabilities."""
     mf = load_model_file(trained / "experiments" / "export_tiny" / "model.best.pth")
-    transform = ImageTransform(mf.prep.img_size, mf.prep.mean, mf.prep.std, None, mf.prep.interpolation)
+    transform = mf.prep.transform()
     paths = sorted((trained / "data" / "Images").glob("*.jpg"))[-n:]
     images = [read_rgb(str(p)) for p in paths]
     uint8 = torch.from_numpy(np.stack([transform.resized(i) for i in images]))

@@ -84,7 +84,7 @@ def test_saved_thresholds_keep_a_saturated_class_separable(tmp_path):
     import json
 
     from mlic import Config, Data
-    from mlic.stages import apply_thresholds
+    from mlic.evaluation import apply_thresholds
 
     probs = np.array([[0.99999994], [0.9999999], [0.3]], dtype=np.float32).astype(np.float64)
     targets = np.array([[1], [0], [0]])

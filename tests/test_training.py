@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import pytest
 import timm
@@ -15,11 +16,17 @@ from conftest import CLASSES, tiny_config
 
 from mlic import Model, Stage
 from mlic.data import make_loader, read_splits
-from mlic.evaluation import predict_probs
+from mlic.evaluation import probabilities
 from mlic.images import ImageTransform
 from mlic.metrics import multilabel_metrics
 from mlic.models import head_parameter_names, preprocessing
 from mlic.stages import run
+
+
+def _probs(model: torch.nn.Module, loader) -> np.ndarray:
+    """Probabilities of `model` in eval mode over the (images, targets) batches of `loader`."""
+    model.eval()
+    return np.concatenate([probabilities(model, x) for x, _ in loader])
 
 
 def _init_weights(tmp_path: Path) -> Path:
@@ -116,9 +123,8 @@ def test_training_beats_the_untrained_model_on_valid(staged_run):
     L.seed_everything(0)
     model.reset_classifier(len(CLASSES))
     prep = preprocessing(model, config.data.img_size)
-    transform = ImageTransform(prep.img_size, prep.mean, prep.std)
-    loader = make_loader(tables["valid"], transform, config.data, train=False)
-    untrained = multilabel_metrics(predict_probs(model, loader), tables["valid"].targets)["map"]
+    loader = make_loader(tables["valid"], prep.transform(), config.data, train=False)
+    untrained = multilabel_metrics(_probs(model, loader), tables["valid"].targets)["map"]
     trained = torch.load(exp_dir / "model.best.pth", weights_only=True)["metrics"]["valid/map"]
     assert trained > untrained + 0.05, (trained, untrained)
 
@@ -251,7 +257,7 @@ def _best_model_probs(exp_dir: Path, dataset: Path, init: Path, split: str):
     norm = saved["normalization"]
     transform = ImageTransform(tuple(saved["img_size"]), norm["mean"], norm["std"])
     loader = make_loader(tables[split], transform, config.data, train=False)
-    return predict_probs(model, loader), tables[split].targets.astype(int), saved
+    return _probs(model, loader), tables[split].targets.astype(int), saved
 
 
 def test_logged_map_and_f1_agree_with_scikit_learn(staged_run):

@@ -210,11 +210,15 @@ def resolve_model_file(exp_dir: Path, weights: str | Path = "model.best.pth") ->
             return candidate
     held = sorted(p.name for p in exp_dir.glob("*.pth"))
     holds = f"it holds {', '.join(held)}" if held else "it holds no model file (*.pth)"
-    message = f"model file {weights} is not in {exp_dir} nor a file; {holds}"
+    raise CheckpointError(
+        f"model file {weights} is not in {exp_dir} nor a file; {holds}{moved_note(exp_dir)}"
+    )
+
+
+def moved_note(exp_dir: Path) -> str:
+    """ "; the previous run of this experiment was moved to ..." when a rerun set one aside, else ""."""
     older = earlier_runs(exp_dir)
-    if older:
-        message += f"; the previous run of this experiment was moved to {older[-1]}"
-    raise CheckpointError(message)
+    return f"; the previous run of this experiment was moved to {older[-1]}" if older else ""
 
 
 # ------------------------------------------------------------------ the "mlic" key of a checkpoint
@@ -258,10 +262,15 @@ def read_info(path: Path) -> CheckpointInfo:
 # ---------------------------------------------------------------------------------- thresholds.json
 
 
+def thresholds_file(exp_dir: Path) -> Path:
+    """Where an experiment keeps its per-class thresholds."""
+    return Path(exp_dir) / "thresholds.json"
+
+
 def write_thresholds(exp_dir: Path, classes: Sequence[str], thresholds: np.ndarray) -> Path:
     """Save per-class thresholds as `thresholds.json` ({class: threshold}), unrounded: a tuned threshold
     sits midway between two probabilities that may differ by 1e-7."""
-    path = Path(exp_dir) / "thresholds.json"
+    path = thresholds_file(exp_dir)
     io.write_json(path, {c: float(t) for c, t in zip(classes, thresholds)})
     return path
 
@@ -274,7 +283,7 @@ def read_thresholds(
 
     Returns the thresholds in `classes` order and a sentence saying where they came from.
     """
-    path = Path(exp_dir) / "thresholds.json"
+    path = thresholds_file(exp_dir)
     if not path.is_file():
         if default is None:
             return None, f"no {path}"

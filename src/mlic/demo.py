@@ -179,7 +179,7 @@ def pretrain_backbone(
 
 
 # ---------------------------------------------------------------------------------------------- building
-def _params(
+def build_params(
     seed: int, n_train: int, n_valid: int, n_test: int, model_name: str, pretrain_epochs: int
 ) -> dict:
     """The parameters that determine the built data (stored in the marker)."""
@@ -202,7 +202,7 @@ def _read_marker(out: Path) -> dict | None:
         return None
 
 
-def _is_complete(out: Path, params: dict) -> bool:
+def is_complete(out: Path, params: dict) -> bool:
     """Whether ``out`` holds a finished build with exactly ``params``."""
     if _read_marker(out) != params or not (out / f"pretrained_{params['model_name']}.pth").is_file():
         return False
@@ -297,8 +297,8 @@ def build_demo(
 ) -> Path:
     """Build (or reuse) the demo posters, split CSVs and pretrained backbone in ``out``; return ``out``."""
     out = Path(out)
-    params = _params(seed, n_train, n_valid, n_test, model_name, pretrain_epochs)
-    if not force and _is_complete(out, params):
+    params = build_params(seed, n_train, n_valid, n_test, model_name, pretrain_epochs)
+    if not force and is_complete(out, params):
         log.info("demo data already at %s", out)
         return out
     old = _read_marker(out)

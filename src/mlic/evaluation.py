@@ -1,6 +1,6 @@
 """Evaluating weights: the config's loss checked and set up, metrics of a module on each split, the one
-way to compute probabilities, per-class thresholds, and opening a trained experiment's model file (for
-`train.py --validate/--test`, swa.py, export and predict)."""
+way to compute probabilities (`probabilities`), per-class thresholds, and opening a trained experiment
+(`open_experiment`, for `train.py --validate/--test`, swa.py, export and predict)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlic.checkpoints import ModelFile, load_model_file, read_thresholds, resolve_model_file, write_thresholds
+from mlic.checkpoints import (
+    ModelFile,
+    load_model_file,
+    read_thresholds,
+    resolve_model_file,
+    thresholds_file,
+    write_thresholds,
+)
 from mlic.config import Config
 from mlic.data import LabelTable, make_loader, read_splits
 from mlic.errors import ConfigError, DataError
@@ -69,16 +76,6 @@ def probabilities(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     The caller puts `model` in eval mode and `images` on its device."""
     with torch.no_grad():
         return torch.sigmoid(model(images).float()).cpu().numpy()
-
-
-def predict_probs(model: nn.Module, loader: Any, device: torch.device | str = "cpu") -> np.ndarray:
-    """Probabilities of `model` in eval mode over a loader of images or (images, targets) batches."""
-    model = model.to(device).eval()
-    out = []
-    for batch in loader:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        out.append(probabilities(model, x.to(device)))
-    return np.concatenate(out)
 
 
 def eval_module(model: nn.Module, config: Config) -> ClassifierModule:
@@ -164,26 +161,37 @@ def per_class_rows(
 
 @dataclass
 class TrainedModel:
-    """A model file of an experiment, rebuilt, with the thresholds its predictions use."""
+    """A model file of an experiment, rebuilt; with a config, the config's label tables too."""
 
+    exp_dir: Path
     path: Path
     model_file: ModelFile
-    thresholds: np.ndarray
-    thresholds_source: str  # a sentence: thresholds.json, or the model file's one threshold
+    tables: dict[str, LabelTable] | None = None
+
+    @property
+    def thresholds_path(self) -> Path | None:
+        """The experiment's `thresholds.json`, None when it has none."""
+        path = thresholds_file(self.exp_dir)
+        return path if path.is_file() else None
+
+    def thresholds(self) -> tuple[np.ndarray, str]:
+        """Per-class thresholds (`thresholds.json`, else the model file's one threshold for every class)
+        and a sentence saying which."""
+        return read_thresholds(self.exp_dir, self.model_file.classes, self.model_file.threshold)
 
 
-def open_model(exp_dir: Path, weights: str | Path = "model.best.pth") -> TrainedModel:
-    """The model file `weights` of the experiment folder (or a path), rebuilt, and its thresholds."""
-    path = resolve_model_file(Path(exp_dir), weights)
+def open_experiment(
+    exp_dir: Path, weights: str | Path = "model.best.pth", config: Config | None = None
+) -> TrainedModel:
+    """The model file `weights` of an experiment folder (or a path), rebuilt: what `--validate/--test`,
+    swa.py, export.py and predict.py start from. With `config`, its label tables are read and checked to
+    hold the model's classes, and its loss is set up as in training (`pos_weight="auto"` reads the train
+    labels)."""
+    exp_dir = Path(exp_dir)
+    path = resolve_model_file(exp_dir, weights)
     mf = load_model_file(path)
-    thresholds, source = read_thresholds(exp_dir, mf.classes, mf.threshold)
-    return TrainedModel(path, mf, thresholds, source)
-
-
-def open_with_data(config: Config, path: Path) -> tuple[ModelFile, dict[str, LabelTable]]:
-    """A model file and the config's label tables, checked to hold the same classes; the config's loss set
-    up as in training (`pos_weight="auto"` reads the train labels)."""
-    mf = load_model_file(path)
+    if config is None:
+        return TrainedModel(exp_dir, path, mf)
     tables = read_splits(config.data)
     if tables["train"].classes != mf.classes:
         raise DataError(
@@ -191,7 +199,7 @@ def open_with_data(config: Config, path: Path) -> tuple[ModelFile, dict[str, Lab
             f"{', '.join(tables['train'].classes)}; use the data the experiment was trained on"
         )
     setup_loss(config.loss, tables["train"], mf.classes)
-    return mf, tables
+    return TrainedModel(exp_dir, path, mf, tables)
 
 
 @dataclass
@@ -207,16 +215,13 @@ class Evaluation:
 
 def evaluate_split(config: Config, split: str, weights: str | Path | None = None) -> Evaluation:
     """Evaluate a model file of the experiment (default `model.best.pth`) on `split` (`--validate`, `--test`)."""
-    exp_dir = config.experiment_dir
-    path = resolve_model_file(exp_dir, weights or "model.best.pth")
-    mf, tables = open_with_data(config, path)
+    trained = open_experiment(config.experiment_dir, weights or "model.best.pth", config)
+    mf, tables = trained.model_file, trained.tables
     if split not in tables:
         raise ConfigError(f"the config has no {split} split (data.{split} is None)")
     loaders = {split: make_loader(tables[split], mf.prep.transform(), config.data, train=False)}
     module = eval_module(mf.model, config)
     results = evaluate(module, config, loaders, [split])
-    thresholds, _ = read_thresholds(exp_dir, mf.classes, default=None)
-    if thresholds is not None:
-        add_tuned(results, module.last_outputs, thresholds)
-    tuned_from = exp_dir / "thresholds.json" if thresholds is not None else None
-    return Evaluation(path, split, len(tables[split]), results, tuned_from)
+    if trained.thresholds_path is not None:
+        add_tuned(results, module.last_outputs, trained.thresholds()[0])
+    return Evaluation(trained.path, split, len(tables[split]), results, trained.thresholds_path)

@@ -28,7 +28,7 @@ from mlic.checkpoints import ModelFile
 from mlic.config_file import load_config
 from mlic.data import read_table
 from mlic.errors import ConfigError, MlicError
-from mlic.evaluation import TrainedModel, open_model, probabilities
+from mlic.evaluation import TrainedModel, open_experiment, probabilities
 from mlic.images import list_folder, read_rgb
 
 log = logging.getLogger("mlic")
@@ -201,6 +201,7 @@ def _earlier_files(exp_dir: Path) -> dict[str, Any]:
 def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, Any]) -> None:
     """`export.json`: the input a deployment feeds, the output, classes, thresholds and each file."""
     mf = trained.model_file
+    thresholds, _ = trained.thresholds()
     h, w = mf.prep.img_size
     io.write_json(
         exp_dir / "export.json",
@@ -218,10 +219,8 @@ def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, An
             },
             "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
             "classes": mf.classes,
-            "thresholds": dict(zip(mf.classes, trained.thresholds.tolist())),
-            "thresholds_source": "thresholds.json"
-            if (exp_dir / "thresholds.json").is_file()
-            else "threshold",
+            "thresholds": dict(zip(mf.classes, thresholds.tolist())),
+            "thresholds_source": "thresholds.json" if trained.thresholds_path else "threshold",
             "files": files,
         },
     )
@@ -236,7 +235,7 @@ def export_experiment(
 ) -> dict[str, Path]:
     """Export `weights` of an experiment to each format (checked against eager) and write `export.json`."""
     exp_dir = Path(exp_dir)
-    trained = open_model(exp_dir, weights)
+    trained = open_experiment(exp_dir, weights)
     mf = trained.model_file
     formats = list(formats)
     if "onnx" in formats and not onnx_available():

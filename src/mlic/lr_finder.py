@@ -23,6 +23,10 @@ from mlic.config import LRFinder
 log = logging.getLogger("mlic")
 
 
+# the rule LRFinder() uses
+DEFAULT_RULE = LRFinder.suggestion
+
+
 @dataclass
 class RangeTest:
     """What a range test recorded: one entry per optimizer step, and its suggestion."""
@@ -33,7 +37,7 @@ class RangeTest:
     suggestion: float | None = None
     stopped_early: bool = False
     seconds: float = 0.0
-    rule: str = "near_minimum"  # LRFinder's default
+    rule: str = DEFAULT_RULE
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -133,9 +137,6 @@ RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
     "minimum": minimum,
     "near_minimum": near_minimum,
 }
-
-
-DEFAULT_RULE = LRFinder.suggestion
 
 
 def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = DEFAULT_RULE) -> float | None:

@@ -95,9 +95,8 @@ def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list
     saved_classes = meta.get("classes")
     if saved_classes is None:
         # a Lightning .ckpt or a bare state dict: no class list, so only the head's shape can tell
-        own = model.state_dict()
         head = _head_keys(model)
-        if any(k in state and state[k].shape != own[k].shape for k in head):
+        if state_differences(model.state_dict(), {k: v for k, v in state.items() if k in head}).reshaped:
             saved_classes = ["?"]  # another class count: re-create the head below
         else:
             log.warning(

@@ -87,7 +87,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     for column, label in (("train/loss", "train loss"), ("valid/loss", "valid loss")):
         if column in df:
             ax_loss.plot(x, df[column], marker="o", label=label)
-    for column in ("valid/map", "valid/auc", "valid/f1_macro"):
+    for column in (f"valid/{c}" for c in COLUMNS if c != "loss"):
         if column in df:
             ax_metric.plot(x, df[column], marker="o", label=column.split("/")[1])
     stages = df["stage"].tolist() if "stage" in df else []

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from mlic.callbacks import AtomicCheckpointIO, EMARecorder, ExperimentRecorder
-from mlic.checkpoints import load_weights, model_file_metrics
+from mlic.checkpoints import read_state_dict, thresholds_file
 from mlic.config import Config, LRFinder, Stage
 from mlic.data import LabelTable, build_loaders, make_loader, read_splits
 from mlic.errors import ConfigError
@@ -279,7 +279,12 @@ class TrainingRun:
 
 
 def _final(
-    config: Config, run_: Prepared, recorder: ExperimentRecorder, loaders: dict, train_time: float
+    config: Config,
+    run_: Prepared,
+    recorder: ExperimentRecorder,
+    loaders: dict,
+    train_time: float,
+    range_tests: dict[str, RangeTest],
 ) -> TrainingRun:
     """Evaluate the best model on valid and test, tune thresholds, write the report."""
     exp_dir = run_.exp_dir
@@ -288,7 +293,8 @@ def _final(
         log.warning("%s was never finite; reporting the last weights instead of the best", config.monitor)
         best_path = exp_dir / "model.last.pth"
     module = run_.module
-    module.model.load_state_dict(load_weights(best_path))
+    state, meta = read_state_dict(best_path, "model file")
+    module.model.load_state_dict(state)
     results = evaluate(module, config, loaders, ["valid", "test"])
     outputs = {s: module.last_outputs[s] for s in results if s in module.last_outputs}
     thresholds = apply_thresholds(exp_dir, config, run_.classes, outputs, results)
@@ -296,8 +302,8 @@ def _final(
     write_report(
         exp_dir, config, run_.classes, recorder.rows, recorder.best_row, results, train_time, classes_table
     )
-    tuned = exp_dir / "thresholds.json" if thresholds is not None else None
-    return TrainingRun(exp_dir, results, model_file_metrics(best_path), tuned, {})
+    tuned = thresholds_file(exp_dir) if thresholds is not None else None
+    return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), tuned, range_tests)
 
 
 def run(config: Config, lr_find: bool = False, resume: bool = False) -> TrainingRun | RangeTestRun:
@@ -335,8 +341,7 @@ def run(config: Config, lr_find: bool = False, resume: bool = False) -> Training
         ckpt = None
         if not finished:
             break
-    outcome = _final(config, run_, recorder, loaders, time.time() - started)
+    outcome = _final(config, run_, recorder, loaders, time.time() - started, range_tests)
     if range_tests:
         write_lr_report(run_.exp_dir, config, range_tests, suffixes, append=True)
-    outcome.range_tests = range_tests
     return outcome

@@ -17,9 +17,9 @@ from torch.optim.swa_utils import update_bn
 from mlic import io
 from mlic.checkpoints import (
     CheckpointInfo,
-    earlier_runs,
     load_weights,
     model_file,
+    moved_note,
     read_info,
     read_state_dict,
     state_differences,
@@ -27,7 +27,7 @@ from mlic.checkpoints import (
 from mlic.config import Config
 from mlic.data import LabelTable, make_loader
 from mlic.errors import CheckpointError, ConfigError
-from mlic.evaluation import Results, eval_module, evaluate, open_with_data
+from mlic.evaluation import Results, TrainedModel, eval_module, evaluate, open_experiment
 from mlic.models import create_model
 from mlic.report import write_swa_report
 from mlic.runtime import training_device
@@ -248,24 +248,22 @@ class SWARun:
     set_aside: Path | None  # where an earlier model.swa.pth was moved
 
 
-def _open_best(config: Config) -> tuple[Any, dict[str, LabelTable]]:
-    """The experiment's `model.best.pth` and the config's label tables (same classes, same model)."""
+def _open_best(config: Config) -> TrainedModel:
+    """The experiment's `model.best.pth` with the config's label tables (same classes, same model)."""
     exp_dir = config.experiment_dir
     best_path = exp_dir / "model.best.pth"
     if not best_path.is_file():
-        older = earlier_runs(exp_dir)
-        moved = f"; the previous run of this experiment was moved to {older[-1]}" if older else ""
         raise CheckpointError(
             f"{best_path} does not exist: train the experiment first (`python train.py CONFIG`); "
-            f"swa.py averages the checkpoints a training run kept{moved}"
+            f"swa.py averages the checkpoints a training run kept{moved_note(exp_dir)}"
         )
-    best, tables = open_with_data(config, best_path)
-    if best.model_name != config.model.name:
+    best = open_experiment(exp_dir, best_path.name, config)
+    if best.model_file.model_name != config.model.name:
         raise CheckpointError(
-            f"{best_path} was trained as {best.model_name!r} but the config builds "
+            f"{best_path} was trained as {best.model_file.model_name!r} but the config builds "
             f"{config.model.name!r}; run swa.py with the config that trained {exp_dir}"
         )
-    return best, tables
+    return best
 
 
 def run_swa(
@@ -279,7 +277,8 @@ def run_swa(
     """Average checkpoints of `config`'s experiment into `model.swa.pth`, re-estimate BatchNorm, and
     compare it with `model.best.pth` (and `model.ema.pth` when present) on valid and test."""
     exp_dir = config.experiment_dir
-    best, tables = _open_best(config)
+    trained = _open_best(config)
+    best, tables = trained.model_file, trained.tables
     stage = stage or config.swa_stage()
     paths, how = _choose(config, checkpoints, selection or config.swa.selection, k or config.swa.k, stage)
     log.info("averaging %d checkpoints: %s", len(paths), ", ".join(p.name for p in paths))
