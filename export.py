@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--images",
         type=Path,
-        help="a folder of images to check the export on (default: the experiment's valid split)",
+        help="a folder of images to check the export on (default: the experiment's valid split, found by "
+        "running the folder's config.py, which is Python code: use folders you trust, or pass --images)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return parser.parse_args(argv)

@@ -17,7 +17,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "config",
-        help="the config that trained the experiment (or the experiment folder, which holds its copy)",
+        help="the config that trained the experiment, or the experiment folder (swa.py then runs the "
+        "folder's config.py, which is Python code: use folders you trust)",
     )
     parser.add_argument(
         "--set",
@@ -54,14 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def _run() -> int:
-        path = Path(args.config)
-        if path.is_dir():
-            path = path / "config.py"
+        folder = Path(args.config) if Path(args.config).is_dir() else None
+        path = folder / "config.py" if folder else Path(args.config)
         for name in ("top_k", "last_k"):
             value = getattr(args, name)
             if value is not None and value < 2:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 2, got {value}")
         config = load_config(path, args.overrides)
+        if folder is not None:  # the folder given, wherever the saved config says the run was written
+            config.output_dir, config.experiment_name = str(folder.resolve().parent), folder.resolve().name
         selection = "top" if args.top_k else "last" if args.last_k else None
         outcome = run_swa(
             config,

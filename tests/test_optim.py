@@ -94,3 +94,16 @@ def test_what_the_config_sets_is_kept_and_other_schedulers_step_per_epoch():
     assert cosine.T_max == 40 and interval == "step"
     step, interval = build_scheduler(partial(torch.optim.lr_scheduler.StepLR, step_size=2), optimizer, 40)
     assert interval == "epoch"
+
+
+def test_one_cycle_on_too_short_a_stage_is_one_sentence_not_a_division_by_zero():
+    from mlic import ConfigError
+
+    optimizer = build_optimizer(_model(), Stage("full", epochs=1), partial(torch.optim.AdamW, lr=1e-3))
+    with pytest.raises(
+        ConfigError, match="OneCycleLR with pct_start=0.25 cannot schedule a stage of 4 optimizer steps"
+    ):
+        build_scheduler(
+            partial(torch.optim.lr_scheduler.OneCycleLR, pct_start=0.25), optimizer, total_steps=4
+        )
+    build_scheduler(partial(torch.optim.lr_scheduler.OneCycleLR, pct_start=0.25), optimizer, total_steps=8)

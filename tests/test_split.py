@@ -262,3 +262,24 @@ def test_missing_input_and_wrong_layout_are_refused(tmp_path: Path, capsys) -> N
     assert "column 'Title': labels must be 0 or 1" in (err := error_line(capsys))
     assert "--ignore-columns" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_moviegenre_table_gets_all_the_options_it_needs_in_the_first_message(
+    tmp_path: Path, capsys
+) -> None:
+    rng = np.random.default_rng(0)
+    genres = ["Drama", "Comedy", "Action", "Horror"]
+    rows = [
+        {
+            "imdbId": str(100000 + i),
+            "Title": f"Film {i} ({1990 + i % 30})",
+            "Genre": "|".join(rng.choice(genres, size=int(rng.integers(1, 3)), replace=False)),
+        }
+        for i in range(60)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "MovieGenre.csv", index=False)
+    assert main(["--csv", str(tmp_path / "MovieGenre.csv"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "try --id-column imdbId --label-column Genre" in err
+    args = ["--csv", str(tmp_path / "MovieGenre.csv"), "--out", str(tmp_path / "out")]
+    assert main([*args, "--id-column", "imdbId", "--label-column", "Genre"]) == 0

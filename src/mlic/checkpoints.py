@@ -43,9 +43,7 @@ def read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dic
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise CheckpointError(
-            f"{what} {path} cannot be read as torch weights ({type(e).__name__}: {e})"
-        ) from None
+        raise CheckpointError(_unreadable(what, path, e)) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -59,6 +57,19 @@ def read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dic
     if model_keys and all(k.startswith(("model.", "loss_fn.")) for k in state):
         state = model_keys
     return state, meta
+
+
+def _unreadable(what: str, path: Path, e: Exception) -> str:
+    """Why a file could not be loaded, in one sentence (torch's refusal of pickled code included)."""
+    if "Unsupported global" in str(e):  # torch's weights-only loader refused a pickled object
+        return (
+            f"{what} {path} holds Python objects beyond tensors, that is code loading would run; mlic "
+            f"loads weights only and does not load it: save its state_dict (torch.save(model.state_dict(), ...))"
+        )
+    if "Weights only load failed" in str(e):
+        return f"{what} {path} cannot be read as torch weights (not a torch file, or a damaged one)"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{what} {path} cannot be read as torch weights ({type(e).__name__}: {first})"
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -248,7 +259,7 @@ def read_info(path: Path) -> CheckpointInfo:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+        raise CheckpointError(_unreadable("checkpoint", path, e)) from None
     info = obj.get(CHECKPOINT_KEY) if isinstance(obj, dict) else None
     if isinstance(info, dict):
         return CheckpointInfo(path, info.get("stage"), info.get("epoch"), dict(info.get("metrics", {})))
@@ -320,15 +331,32 @@ def _is_number(value: object) -> bool:
 # -------------------------------------------------------------------------------------- metrics.csv
 
 
+# the first columns of metrics.csv, in this order whatever the stages; the metrics follow
+LEADING_COLUMNS = ("stage", "epoch", "step", "lr_head", "lr_backbone", "train/loss")
+
+
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """`metrics.csv`: one row per epoch and stage, columns in first-seen order."""
-    io.write_with(path, lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+    """`metrics.csv`: one row per epoch and stage; `LEADING_COLUMNS`, then the rest in first-seen order
+    with `time_s` last (a frozen backbone's first stage has no `lr_backbone`: its cells stay empty)."""
+    df = pd.DataFrame(rows)
+    rest = [c for c in df.columns if c not in LEADING_COLUMNS and c != "time_s"]
+    columns = [c for c in LEADING_COLUMNS if c in df.columns or c == "lr_backbone"] + rest
+    columns += ["time_s"] if "time_s" in df.columns else []
+    df = df.reindex(columns=columns)
+    io.write_with(path, lambda p: df.to_csv(p, index=False))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The rows of `metrics.csv` as dicts, without the cells an epoch left empty."""
     # stage names stay text whatever they look like ("1", "NA"); only empty cells are missing values
-    df = pd.read_csv(path, dtype={"stage": str}, keep_default_na=False, na_values=[""])
+    try:
+        df = pd.read_csv(path, dtype={"stage": str}, keep_default_na=False, na_values=[""])
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{path} cannot be read ({type(e).__name__}: {e}); restore it or train anew"
+        ) from None
+    if not {"stage", "epoch"} <= set(df.columns):
+        raise CheckpointError(f"{path} has no stage and epoch columns; restore it or train anew")
     return [
         {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
         for row in df.to_dict("records")

@@ -81,6 +81,7 @@ class Data:
     num_workers: int = 4
     num_iteration_on_epoch: int | None = None
     augmentations: Callable | None = None
+    verify_images: bool = True  # decode every image once before training, so a bad one stops the run early
 
 
 @dataclass

@@ -277,8 +277,12 @@ def _import_file(path: Path) -> types.ModuleType:
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Import the config file at `path`, apply `--set` overrides and validate the result."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; pass a Python file that defines `config`")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    if path.suffix != ".py":
+        raise ConfigError(f"config file {path} is not a Python file (.py); pass one that defines `config`")
     module = _import_file(path)
     if not hasattr(module, "config"):
         raise ConfigError(f"{path} does not define `config`; end it with `config = Config(...)`")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import os
 import random
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +190,57 @@ def read_splits(cfg: Data) -> dict[str, LabelTable]:
     for table in tables.values():
         check_images(table)
     return tables
+
+
+def _image_problem(path: str) -> str | None:
+    """Why the image at `path` cannot be trained on, or None: decoded in full, as training will."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return e.strerror or str(e)
+    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
+        return "not an image, or a corrupted one"
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < 0:  # OpenCV decodes the part that is there
+        return "a truncated JPEG (it has no end marker)"
+    return None
+
+
+def verify_images(tables: dict[str, LabelTable]) -> tuple[int, float]:
+    """Decode every image of every split once, in parallel threads, so a corrupt or truncated one stops
+    the run with one sentence before anything is written; return (images checked, seconds)."""
+    start = time.time()
+    paths = sorted({str(p) for table in tables.values() for p in table.paths})
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        problems = [(p, why) for p, why in zip(paths, pool.map(_image_problem, paths, chunksize=32)) if why]
+    if problems:
+        path, why = problems[0]
+        raise DataError(
+            f"{len(problems)} of {len(paths)} images cannot be used (first: {path}: {why}); replace them or "
+            f"remove their rows (data.verify_images=False skips this check, and training stops at them instead)"
+        )
+    return len(paths), time.time() - start
+
+
+def split_warnings(tables: dict[str, LabelTable]) -> list[str]:
+    """What is legal but probably wrong about the splits: an id in two of them, a class without positives."""
+    notes = []
+    names = list(tables)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = sorted(set(tables[a].ids) & set(tables[b].ids))
+            if shared:
+                notes.append(
+                    f"{len(shared)} id(s) are in both {a} and {b} (first: {shared[0]}): the {b} metrics "
+                    f"score images the model may have trained on"
+                )
+    for name, table in tables.items():
+        empty = [c for c, n in zip(table.classes, table.targets.sum(0)) if n == 0]
+        if empty:
+            notes.append(
+                f"{len(empty)} class(es) have no positives in {name} ({', '.join(empty[:5])}): their AP there "
+                f"is undefined and left out of mAP"
+            )
+    return notes
 
 
 class ImageDataset(Dataset):

@@ -46,7 +46,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from mlic import io
-from mlic.cli import setup_logging
+from mlic.cli import run_cli
 from mlic.demo_posters import (
     GENRES,
     N_TEST,
@@ -331,13 +331,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pretrain-epochs", type=int, default=PRETRAIN_EPOCHS, help="backbone pretraining epochs"
     )
     args = ap.parse_args(argv)
-    setup_logging()
-    start = time.perf_counter()
-    build_demo(
-        args.out, args.seed, args.train, args.valid, args.test, args.model, args.force, args.pretrain_epochs
-    )
-    print(f"done in {time.perf_counter() - start:.0f} s")
-    return 0
+
+    def _build() -> int:
+        start = time.perf_counter()
+        build_demo(
+            args.out,
+            args.seed,
+            args.train,
+            args.valid,
+            args.test,
+            args.model,
+            args.force,
+            args.pretrain_epochs,
+        )
+        print(f"done in {time.perf_counter() - start:.0f} s")
+        return 0
+
+    return run_cli(_build, debug=False)
 
 
 if __name__ == "__main__":

@@ -15,3 +15,11 @@ class DataError(MlicError):
 
 class CheckpointError(MlicError):
     """A weights file or checkpoint cannot be used with this config."""
+
+
+class WriteError(MlicError):
+    """A file could not be written (no space, read-only, not a folder); what was written before is kept."""
+
+
+class Interrupted(BaseException):  # noqa: N818 - raised by a signal, like KeyboardInterrupt
+    """SIGINT or SIGTERM arrived; the CLIs say so in one sentence and exit 130."""

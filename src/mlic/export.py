@@ -13,6 +13,7 @@ import io as _io
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -27,9 +28,10 @@ from mlic import io
 from mlic.checkpoints import ModelFile
 from mlic.config_file import load_config
 from mlic.data import read_table
-from mlic.errors import ConfigError, MlicError
+from mlic.errors import ConfigError, MlicError, WriteError
 from mlic.evaluation import TrainedModel, open_experiment, probabilities
 from mlic.images import list_folder, read_rgb
+from mlic.io import remove_stale_temporaries
 
 log = logging.getLogger("mlic")
 
@@ -135,16 +137,15 @@ def run_exported(fmt: str, path: Path, images: torch.Tensor) -> np.ndarray:
         return session.run(None, {"images": images.numpy()})[0]
 
 
-def export_checked(fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.ndarray, path: Path) -> float:
-    """Write `fmt` to `path` only if, loaded back, it matches `reference` within the tolerance.
-
-    The file is written under a temporary name and renamed into place after the check; a failed check
-    deletes it and raises ExportError saying by how much it differed. Returns the largest difference.
-    """
+def _export_to_temporary(
+    fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.ndarray, path: Path
+) -> tuple[float, Path]:
+    """Export `fmt` to a hidden temporary file beside `path` and check it: (largest difference, file)."""
     module = Deployable(mf.model, mf.prep.mean, mf.prep.std).eval()
     # traced on 2 images (one repeated if need be), checked on all: the batch size stays free
     example = images[:2] if len(images) >= 2 else images[:1].repeat(2, 1, 1, 1)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the exporters check the extension
+    # hidden, ".tmp" in its name (cleaned by the next run), the format's extension last (the exporters check it)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         _write(fmt, module, example, tmp)
         got = run_exported(fmt, tmp, images)
@@ -154,16 +155,15 @@ def export_checked(fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.
                 f"{LABELS[fmt]} export differs from the eager model by {diff:.2e} on {len(images)} images "
                 f"(tolerance {TOLERANCE[fmt]:.0e}); {path.name} was not kept"
             )
-        os.replace(tmp, path)
-        return diff
+        return diff, tmp
     except ExportError:
+        tmp.unlink(missing_ok=True)
         raise
     except Exception as e:  # noqa: BLE001 - an exporter failure is reported with the format
+        tmp.unlink(missing_ok=True)
         raise ExportError(
             f"{LABELS[fmt]} export of {mf.model_name} failed: {type(e).__name__}: {e}"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------- experiment
@@ -237,22 +237,23 @@ def export_experiment(
     exp_dir = Path(exp_dir)
     trained = open_experiment(exp_dir, weights)
     mf = trained.model_file
+    remove_stale_temporaries(exp_dir)
     formats = list(formats)
     if "onnx" in formats and not onnx_available():
         if len(formats) == 1:
             raise ConfigError("ONNX export needs the onnx extra: pip install -e '.[onnx]'")
         log.warning("onnx, onnxscript or onnxruntime is not installed: skipping model.onnx")
         formats.remove("onnx")
+    _check_space(exp_dir, trained.path, len(formats))
     uint8, normalised = check_batch(mf, image_paths(exp_dir, images), num_check)
     reference = probabilities(mf.model.eval(), normalised)
-    written: dict[str, Path] = {}
     files = _earlier_files(exp_dir)
+    ready: dict[str, Path] = {}  # format -> its checked temporary file
+    failure: ExportError | None = None
     try:
         for fmt in formats:
             start = time.time()
-            path = exp_dir / FILES[fmt]
-            diff = export_checked(fmt, mf, uint8, reference, path)
-            written[fmt] = path
+            diff, ready[fmt] = _export_to_temporary(fmt, mf, uint8, reference, exp_dir / FILES[fmt])
             files[FILES[fmt]] = {
                 "format": fmt,
                 "weights": trained.path.name,
@@ -261,13 +262,43 @@ def export_experiment(
                 "checked_on_images": len(uint8),
             }
             log.info(
-                "%s: %s, max |exported - eager| = %.1e on %d images (%.1f s)",
+                "%s checked: max |exported - eager| = %.1e on %d images (%.1f s)",
                 fmt,
-                path,
                 diff,
                 len(uint8),
                 time.time() - start,
             )
-    finally:  # what was written is described, even when a later format fails
-        _write_export_json(exp_dir, trained, files)
+    except ExportError as e:  # the formats checked before it are still installed and described
+        failure = e
+    written = _install(exp_dir, trained, files, ready)
+    if failure is not None:
+        raise failure
+    return written
+
+
+def _check_space(exp_dir: Path, weights: Path, n_formats: int) -> None:
+    """Stop before exporting when the folder's disk cannot hold the files (a full disk makes torch's C++
+    writers abort the process instead of raising)."""
+    needed = 2 * n_formats * weights.stat().st_size + (16 << 20)
+    free = shutil.disk_usage(exp_dir).free
+    if free < needed:
+        raise WriteError(
+            f"cannot export into {exp_dir}: {free >> 20} MB free on its disk, the export needs about "
+            f"{needed >> 20} MB; free some space"
+        )
+
+
+def _install(
+    exp_dir: Path, trained: TrainedModel, files: dict[str, Any], ready: dict[str, Path]
+) -> dict[str, Path]:
+    """Move the checked files into place and write `export.json` last. `export.json` is removed first,
+    so a run killed between the moves leaves no description of a mix of old and new files (rerun the
+    export); hidden temporary files a killed run left are removed by the next."""
+    (exp_dir / "export.json").unlink(missing_ok=True)
+    written = {}
+    for fmt, tmp in ready.items():
+        os.replace(tmp, exp_dir / FILES[fmt])
+        written[fmt] = exp_dir / FILES[fmt]
+        log.info("%s: %s", fmt, written[fmt])
+    _write_export_json(exp_dir, trained, {n: e for n, e in files.items() if (exp_dir / n).is_file()})
     return written

@@ -1,9 +1,13 @@
-"""Atomic file writes: every artifact goes to a temporary name first and is renamed into place."""
+"""Atomic file writes: every artifact goes to a temporary name in its own folder, is flushed to disk and
+renamed into place, so a killed run never leaves a half-written file under an artifact's name; a write
+that fails (no space, read-only) becomes one `WriteError` sentence naming the file and the cause."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -13,13 +17,54 @@ from typing import Any
 
 import torch
 
+from mlic.errors import WriteError
+
+# what each errno means for a user who wanted a file written
+CAUSES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder",
+    errno.ENOENT: "its folder does not exist and cannot be created",
+}
+TMP_SUFFIX = ".tmp"
+
+
+def os_error_cause(e: OSError) -> str:
+    """What went wrong, in words: `no space left on the device`, `the file system is read-only`, ..."""
+    return CAUSES.get(e.errno, e.strerror or str(e))
+
+
+def _write_error(path: Path, e: BaseException) -> WriteError:
+    if isinstance(e, OSError):
+        cause = os_error_cause(e)
+    else:  # torch's C++ writer reports a full disk as a RuntimeError ("file write failed")
+        free = shutil.disk_usage(path.parent if path.parent.is_dir() else Path.cwd()).free
+        cause = "no space left on the device" if free < 1 << 20 else str(e).splitlines()[0]
+    return WriteError(f"cannot write {path}: {cause}; files written before are kept")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; flush it to disk and rename it onto `path` only if the block
+    succeeds. The temporary file is removed on failure; a failed write raises `WriteError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -27,7 +72,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artifacts get the usual permissions
     try:
         yield tmp_path
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    except RuntimeError as e:
+        if "write" not in str(e).lower():
+            raise
+        raise _write_error(path, e) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -56,6 +108,31 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
+def replace_keeping(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path | None:
+    """Write `path` with `writer` like `write_with`, but keep an earlier file: it is renamed aside
+    (`set_aside`) only once the new one is complete. Returns where the earlier file went (None: there
+    was none)."""
+    path = Path(path)
+    aside = None
+    with atomic_path(path) as tmp:
+        writer(tmp)
+        _fsync(tmp)
+        if path.exists():
+            aside = set_aside(path)
+    return aside
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (`.<name>.<random>.tmp`) a killed run left in `folder`; return them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(f".*{TMP_SUFFIX}*") if p.is_file()]  # export keeps the extension after it
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def set_aside(path: Path) -> Path:
     """Rename an existing file to `<stem>.<date-time><suffix>` (a folder to `<name>.<date-time>`), never
     over another, and return the new path."""
@@ -68,5 +145,8 @@ def set_aside(path: Path) -> Path:
     while target.exists():
         target = path.with_name(f"{stem}.{stamp}-{n}{suffix}")
         n += 1
-    path.rename(target)
+    try:
+        path.rename(target)
+    except OSError as e:
+        raise _write_error(target, e) from None
     return target

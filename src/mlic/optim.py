@@ -5,6 +5,7 @@ stage fills in from its own length (OneCycleLR's `total_steps` and per-group `ma
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from mlic.config import Stage
+from mlic.errors import ConfigError
 from mlic.models import head_parameter_names
 
 # Scheduler arguments a stage fills in from its own length when the config leaves them out.
@@ -90,6 +92,15 @@ def build_scheduler(factory: Callable, optimizer: torch.optim.Optimizer, total_s
     if "max_lr" in params and "max_lr" not in given:
         extra["max_lr"] = [g["lr"] for g in optimizer.param_groups]
     interval = "step" if any(k in extra for k in LENGTH_ARGS) else "epoch"
+    if func is torch.optim.lr_scheduler.OneCycleLR:
+        steps = int(extra.get("total_steps") or factory.keywords.get("total_steps") or 0)
+        pct = float(factory.keywords.get("pct_start", 0.3)) if isinstance(factory, partial) else 0.3
+        if steps and math.isclose(pct * steps, 1.0):  # OneCycleLR would divide by its zero-step warm-up
+            raise ConfigError(
+                f"field 'scheduler': OneCycleLR with pct_start={pct:g} cannot schedule a stage of {steps} "
+                f"optimizer steps (its warm-up would end where it starts); train more batches "
+                f"(epochs, data.num_iteration_on_epoch) or change pct_start"
+            )
     return factory(optimizer, **extra), interval
 
 

@@ -121,6 +121,22 @@ def epochs_table(rows: list[dict[str, Any]]) -> str:
     return rows_table(rows, ".4g")
 
 
+def _per_class_section(exp_dir: Path, classes_table: list[dict[str, Any]]) -> str:
+    """The per-class section of report.md, with its AP plot."""
+    split = plot_per_class_ap(classes_table, exp_dir / "per_class_ap.png")
+    tuned = any("threshold" in r for r in classes_table)
+    per_class_text = "\n## Per class\n\n" + (
+        "`threshold` is each class's threshold tuned for F1 on valid (saved in `thresholds.json`); "
+        "`F1 tuned` uses it. "
+        if tuned
+        else ""
+    )
+    per_class_text += f"AP is per class, support counts positives.\n\n{per_class_table(classes_table)}\n"
+    if split:
+        per_class_text += f"\n![per-class AP on {split}](per_class_ap.png)\n"
+    return per_class_text
+
+
 def write_report(
     exp_dir: Path,
     config: Config,
@@ -130,23 +146,12 @@ def write_report(
     results: dict[str, dict[str, float]],
     train_time: float,
     classes_table: list[dict[str, Any]] | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """Write `report.md` (and `curves.png`, `per_class_ap.png`) into the experiment folder."""
     if rows:
         plot_curves(rows, exp_dir / "curves.png")
-    per_class_text = ""
-    if classes_table:
-        split = plot_per_class_ap(classes_table, exp_dir / "per_class_ap.png")
-        tuned = any("threshold" in r for r in classes_table)
-        per_class_text = "\n## Per class\n\n" + (
-            "`threshold` is each class's threshold tuned for F1 on valid (saved in `thresholds.json`); "
-            "`F1 tuned` uses it. "
-            if tuned
-            else ""
-        )
-        per_class_text += f"AP is per class, support counts positives.\n\n{per_class_table(classes_table)}\n"
-        if split:
-            per_class_text += f"\n![per-class AP on {split}](per_class_ap.png)\n"
+    per_class_text = _per_class_section(exp_dir, classes_table) if classes_table else ""
     stages = ", ".join(
         f"{s.name} ({s.epochs} epoch{'s' if s.epochs != 1 else ''}"
         f"{', backbone frozen' if s.freeze_backbone else ''})"
@@ -158,6 +163,8 @@ def write_report(
         if any(TUNED[0] in v for v in results.values())
         else ""
     )
+    warnings_text = "".join(f"- warning: {n}\n" for n in notes)
+    warnings_text = f"\n## Data warnings\n\n{warnings_text}" if notes else ""
     text = f"""# {config.experiment_name}
 
 - model: `{config.model.name}`, {len(classes)} classes: {", ".join(classes)}
@@ -177,7 +184,7 @@ def write_report(
 ## Epochs
 
 {epochs_table(rows)}
-"""
+{warnings_text}"""
     io.write_text(exp_dir / "report.md", text)
 
 

@@ -16,7 +16,7 @@ from mlic import io
 from mlic.checkpoints import load_weights, read_info, read_metrics
 from mlic.config import Config
 from mlic.config_file import config_copy_text
-from mlic.errors import CheckpointError, ConfigError, DataError
+from mlic.errors import CheckpointError, ConfigError, DataError, WriteError
 
 log = logging.getLogger("mlic")
 
@@ -30,10 +30,18 @@ def open_folder(config: Config, classes: list[str], resume: bool) -> Path:
     exp_dir = config.experiment_dir
     if resume:
         _check_resumable(exp_dir, classes)
+        for folder in (exp_dir, exp_dir / "checkpoints"):  # what the interrupted run was writing
+            io.remove_stale_temporaries(folder)
         return exp_dir
     if exp_dir.is_dir() and any(exp_dir.iterdir()):
         log.warning("an earlier run of %s was moved to %s", exp_dir.name, io.set_aside(exp_dir))
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(
+            f"cannot create the experiment folder {exp_dir}: {io.os_error_cause(e)}; set output_dir to a "
+            f"folder you can write (--set output_dir=...)"
+        ) from None
     io.write_text(exp_dir / "config.py", config_copy_text(config))
     io.write_json(exp_dir / "classes.json", classes)
     return exp_dir
@@ -58,7 +66,18 @@ def _check_resumable(exp_dir: Path, classes: list[str]) -> None:
 def finished_stages(folder: Path) -> list[str]:
     """The stages `checkpoints/stages.json` records as run to their end."""
     path = folder / "stages.json"
-    return list(json.loads(path.read_text(encoding="utf-8")).get("finished", [])) if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        finished = json.loads(path.read_text(encoding="utf-8")).get("finished", [])
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        finished = None
+    if not (isinstance(finished, list) and all(isinstance(s, str) for s in finished)):
+        raise CheckpointError(
+            f'{path} is damaged (it should read {{"finished": ["<stage>", ...]}}); fix it, or delete it to '
+            f"let --resume go by the checkpoints alone"
+        )
+    return finished
 
 
 def mark_finished(folder: Path, stage: str) -> None:

@@ -135,6 +135,22 @@ def _check_ids(ids: pd.Series, path: Path, id_column: str) -> None:
         )
 
 
+def _guess_options(path: Path, separator: str) -> str | None:
+    """`--id-column X --label-column Y` for a table of separator-joined names (MovieGenre's imdbId, Title,
+    Genre = "Drama|Comedy"), read from its content; None when it does not look like one."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    columns = [str(c) for c in df.columns]
+    joined = [c for c in columns if df[c].str.contains(separator, regex=False).mean() >= 0.2]
+    unique = [c for c in columns if c not in joined and df[c].is_unique and (df[c].str.strip() != "").all()]
+    if not joined or not unique:
+        return None
+    id_column = next((c for c in unique if "id" in c.lower()), unique[0])
+    return f"--id-column {id_column} --label-column {joined[0]}"
+
+
 def read_labels(
     path: str | Path,
     id_column: str = "Id",
@@ -147,7 +163,6 @@ def read_labels(
     Uses the training reader's label parsing (`mlic.data`) but never looks for images.
     """
     path = Path(path)
-    df = _read_frame(path, id_column)
     cfg = Data(
         root=".",
         id_column=id_column,
@@ -156,6 +171,7 @@ def read_labels(
         ignore_columns=list(ignore_columns),
     )
     try:
+        df = _read_frame(path, id_column)
         if label_column is not None:
             targets, classes = genre_targets(df, path, cfg, None)
         else:
@@ -164,6 +180,9 @@ def read_labels(
         message = str(e)
         for config_words, option in _CLI_WORDING.items():
             message = message.replace(config_words, option)
+        guess = _guess_options(path, label_separator) if label_column is None else None
+        if guess:
+            raise DataError(f"{message}; this looks like a table of label names: try {guess}") from None
         if "labels must be 0 or 1" in message and "--label-column" not in message:
             message += "; list columns that are not classes (titles, years) with --ignore-columns"
         raise DataError(message) from None

@@ -19,7 +19,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from mlic.callbacks import AtomicCheckpointIO, EMARecorder, ExperimentRecorder
 from mlic.checkpoints import read_state_dict, thresholds_file
 from mlic.config import Config, LRFinder, Stage
-from mlic.data import LabelTable, build_loaders, make_loader, read_splits
+from mlic.data import LabelTable, build_loaders, make_loader, read_splits, split_warnings, verify_images
 from mlic.errors import ConfigError
 from mlic.evaluation import Results, apply_thresholds, constant_loss, evaluate, per_class_rows, setup_loss
 from mlic.images import Preprocessing
@@ -52,6 +52,7 @@ class Prepared:
     prep: Preprocessing
     module: ClassifierModule
     exp_dir: Path
+    notes: list[str]  # data warnings, for the log and report.md
 
 
 def _init_head(config: Config, model: torch.nn.Module, train: LabelTable, new_head: bool) -> float:
@@ -84,6 +85,13 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     L.seed_everything(config.seed, workers=True, verbose=False)
     tables = read_splits(config.data)
     classes = tables["train"].classes
+    if config.data.verify_images:
+        count, seconds = verify_images(tables)
+        if seconds >= 1.0:  # said where it is worth knowing: large data sets
+            log.info("decoded all %d images in %.1f s (data.verify_images=False skips this)", count, seconds)
+    notes = split_warnings(tables)
+    for note in notes:
+        log.warning(note)
     model = create_model(config.model, len(classes))
     head_loaded = False
     if config.model.checkpoint:
@@ -103,7 +111,7 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     )
     module.prior_loss = prior_loss
     log.info("device: %s, precision %s", device_label(config), trainer_kwargs(config)["precision"])
-    return Prepared(tables, classes, prep, module, exp_dir)
+    return Prepared(tables, classes, prep, module, exp_dir, notes)
 
 
 # ------------------------------------------------------------------------------------- the range test
@@ -300,7 +308,15 @@ def _final(
     thresholds = apply_thresholds(exp_dir, config, run_.classes, outputs, results)
     classes_table = per_class_rows(run_.classes, run_.tables, outputs, config.threshold, thresholds)
     write_report(
-        exp_dir, config, run_.classes, recorder.rows, recorder.best_row, results, train_time, classes_table
+        exp_dir,
+        config,
+        run_.classes,
+        recorder.rows,
+        recorder.best_row,
+        results,
+        train_time,
+        classes_table,
+        run_.notes,
     )
     tuned = thresholds_file(exp_dir) if thresholds is not None else None
     return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), tuned, range_tests)

@@ -278,6 +278,7 @@ def run_swa(
     compare it with `model.best.pth` (and `model.ema.pth` when present) on valid and test."""
     exp_dir = config.experiment_dir
     trained = _open_best(config)
+    io.remove_stale_temporaries(exp_dir)  # what a killed run left
     best, tables = trained.model_file, trained.tables
     stage = stage or config.swa_stage()
     paths, how = _choose(config, checkpoints, selection or config.swa.selection, k or config.swa.k, stage)
@@ -294,10 +295,11 @@ def run_swa(
     metrics: dict[str, Any] = {"stage": stage, "epoch": "swa", "swa_of": ", ".join(p.name for p in paths)}
     metrics.update({f"{s}/{name}": v for s, values in swa_results.items() for name, v in values.items()})
     out = exp_dir / "model.swa.pth"
-    aside = io.set_aside(out) if out.exists() else None  # an earlier average is kept, not overwritten
+    record = model_file(module.model, config, best.classes, best.prep, metrics)
+    # an earlier average is kept: moved aside once the new file is complete, never overwritten
+    aside = io.replace_keeping(out, lambda p: torch.save(record, p))
     if aside is not None:
         log.warning("the earlier model.swa.pth was moved to %s", aside.name)
-    io.save_torch(out, model_file(module.model, config, best.classes, best.prep, metrics))
 
     results: Results = {}
     others = {"best": exp_dir / "model.best.pth", "ema": exp_dir / "model.ema.pth"}
