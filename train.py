@@ -12,6 +12,7 @@ from mlic.errors import ConfigError
 from mlic.evaluation import Evaluation, evaluate_split
 from mlic.lr_finder import describe
 from mlic.report import format_table
+from mlic.runtime import is_rank_zero
 from mlic.stages import RangeTestRun, TrainingRun, run
 
 
@@ -89,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--weights goes with --validate or --test")
         config = load_config(args.config, args.overrides)
         if args.validate or args.test:
-            print_evaluation(config, evaluate_split(config, "test" if args.test else "valid", args.weights))
+            outcome = evaluate_split(config, "test" if args.test else "valid", args.weights)
+            if is_rank_zero():  # with several processes, each evaluated its share; the first prints
+                print_evaluation(config, outcome)
             return 0
         outcome = run(config, lr_find=args.lr_find, resume=args.resume)
+        if not is_rank_zero():
+            return 0
         if isinstance(outcome, RangeTestRun):
             print_range_tests(outcome)
         else:

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from mlic.checkpoints import CHECKPOINT_KEY, checkpoint_info
 from mlic.config import Stage
@@ -96,9 +97,7 @@ class ClassifierModule(L.LightningModule):
         logits = self.model(x).float()
         loss = self.loss_fn(logits, y)
         # kept on the device until the epoch ends, so the loop never waits on a copy to the CPU
-        self._outputs.setdefault(split, []).append(
-            (torch.sigmoid(logits).detach(), y.detach(), loss.detach() * len(x))
-        )
+        self._outputs.setdefault(split, []).append((logits.detach(), y.detach(), loss.detach() * len(x)))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "valid")
@@ -106,20 +105,41 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def _gather_every_sample_once(
+        self, logits: torch.Tensor, targets: torch.Tensor, split: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole split's logits and targets from every process, in the data set's order, each
+        sample once. Lightning's DistributedSampler (no shuffle) gives rank r the samples r, r+W, r+2W,
+        ... and pads the last round with repeats so that every rank has as many: the ranks' outputs
+        are interleaved back and the padding cut off."""
+        logits, targets = self.all_gather(logits), self.all_gather(targets)  # (world, per rank, C)
+        loader = self.trainer.val_dataloaders if split == "valid" else self.trainer.test_dataloaders
+        loader = loader[0] if isinstance(loader, (list, tuple)) else loader
+        sampler = getattr(loader, "sampler", None)
+        if not (isinstance(sampler, DistributedSampler) and not sampler.shuffle):
+            return logits.flatten(0, 1), targets.flatten(0, 1)  # not Lightning's sampler: as gathered
+        n = len(loader.dataset)
+
+        def in_order(gathered: torch.Tensor) -> torch.Tensor:
+            return gathered.transpose(0, 1).reshape(-1, gathered.shape[-1])[:n]
+
+        return in_order(logits), in_order(targets)
+
     def _eval_epoch_end(self, split: str) -> None:
         outputs = self._outputs.pop(split, [])
         if not outputs:
             return
-        probs = torch.cat([o[0] for o in outputs])
+        logits = torch.cat([o[0] for o in outputs])
         targets = torch.cat([o[1] for o in outputs])
-        loss_sum = torch.stack([o[2] for o in outputs]).sum()
-        if self.trainer.world_size > 1:
-            probs = self.all_gather(probs).flatten(0, 1)
-            targets = self.all_gather(targets).flatten(0, 1)
-            loss_sum = self.all_gather(loss_sum).sum()
-        probs, targets = probs.float().cpu(), targets.float().cpu()
+        if self.trainer.world_size > 1:  # every sample scored once, whatever the number of processes
+            logits, targets = self._gather_every_sample_once(logits, targets, split)
+            with torch.no_grad():
+                loss = float(self.loss_fn(logits, targets))
+        else:
+            loss = float(torch.stack([o[2] for o in outputs]).sum()) / len(targets)
+        probs, targets = torch.sigmoid(logits).float().cpu(), targets.float().cpu()
         self.last_outputs[split] = (probs.numpy(), targets.numpy())
-        metrics = {"loss": float(loss_sum) / len(targets)}
+        metrics = {"loss": loss}
         metrics.update(multilabel_metrics(probs.numpy(), targets.numpy(), self.threshold))
         values = {f"{split}/{k}": v for k, v in metrics.items()}
         self.log_dict(values, prog_bar=split == "valid")

@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from mlic.config import Config
 
@@ -30,6 +31,12 @@ def expected_warnings_silenced() -> Iterator[None]:
         for pattern in EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         yield
+
+
+def is_rank_zero() -> bool:
+    """True in the first process of a multi-process run (and in a single-process one): the one that
+    prints. Lightning reads the rank from the launcher's environment (RANK, LOCAL_RANK, SLURM_PROCID)."""
+    return rank_zero_only.rank == 0
 
 
 def auto_precision() -> str:

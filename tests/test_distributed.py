@@ -1,0 +1,97 @@
+"""Two processes on CPU (Lightning's DDP with the gloo backend): evaluation scores every sample exactly
+once, so two processes report what one does for the same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_dataset
+
+from mlic.config_file import load_config
+from mlic.stages import run
+
+CONFIG = """from mlic import Config, Data, Model, Stage, env_path
+
+config = Config(
+    experiment_name="ddp",
+    data=Data(root=env_path(), img_size=(32, 32), batch_size=4, num_workers=0),
+    model=Model(name="test_resnet", pretrained=False),
+    stages=[Stage("full", epochs=2)],
+    trainer=dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1),
+    seed=0,
+)
+"""
+
+# evaluates the experiment's model.best.pth on test; Lightning's launcher runs this file again for rank 1
+EVALUATE = """import json, sys
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from mlic.config_file import load_config
+from mlic.evaluation import evaluate_split
+
+config = load_config("config.py", sys.argv[2:])
+outcome = evaluate_split(config, "test")
+if rank_zero_only.rank == 0:
+    json.dump(outcome.results, open(sys.argv[1], "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One process trains; the test split has an odd number of images, so two ranks need padding."""
+    folder = tmp_path_factory.mktemp("ddp")
+    make_dataset(folder / "data", n_train=32, n_valid=16, n_test=25)
+    (folder / "config.py").write_text(CONFIG)
+    (folder / "evaluate.py").write_text(EVALUATE)
+    old_cwd, old_root = os.getcwd(), os.environ.get("ROOT_PATH")
+    os.chdir(folder)
+    os.environ["ROOT_PATH"] = str(folder / "data")
+    try:
+        run(load_config("config.py"))
+    finally:
+        os.chdir(old_cwd)
+        os.environ.pop("ROOT_PATH") if old_root is None else os.environ.update(ROOT_PATH=old_root)
+    return folder
+
+
+def _evaluate(folder: Path, name: str, *overrides: str) -> dict:
+    env = dict(os.environ, ROOT_PATH=str(folder / "data"))
+    args = [sys.executable, "evaluate.py", f"{name}.json", *overrides]
+    result = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads((folder / f"{name}.json").read_text())
+
+
+def test_two_processes_score_every_test_image_once_and_agree_with_one(trained):
+    one = _evaluate(trained, "one")
+    two = _evaluate(trained, "two", "trainer.devices=2", "trainer.strategy=ddp")
+    assert set(one["test"]) == set(two["test"]) >= {"map", "auc", "f1_micro", "f1_macro", "f1_macro_tuned"}
+    for name, value in one["test"].items():
+        assert two["test"][name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_train_py_test_on_two_processes_prints_one_table_with_the_one_process_numbers(trained):
+    env = dict(os.environ, ROOT_PATH=str(trained / "data"))
+    outputs = []
+    for extra in ([], ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"]):
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve().parents[1] / "train.py"),
+                "config.py",
+                "--test",
+                *extra,
+            ],
+            cwd=trained,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append([line for line in result.stdout.splitlines() if line.startswith("test ")])
+    assert len(outputs[1]) == 1 and outputs[0] == outputs[1]  # one table, the same numbers
