@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import make_dataset
 
@@ -95,3 +96,46 @@ def test_train_py_test_on_two_processes_prints_one_table_with_the_one_process_nu
         assert result.returncode == 0, result.stderr
         outputs.append([line for line in result.stdout.splitlines() if line.startswith("test ")])
     assert len(outputs[1]) == 1 and outputs[0] == outputs[1]  # one table, the same numbers
+
+
+def _train(folder: Path, command: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ROOT_PATH=str(folder / "data"))
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _fresh(tmp_path: Path) -> Path:
+    make_dataset(tmp_path / "data", n_train=32, n_valid=16, n_test=25)
+    (tmp_path / "config.py").write_text(CONFIG)
+    return tmp_path
+
+
+TRAIN_PY = str(Path(__file__).resolve().parents[1] / "train.py")
+
+
+@pytest.mark.parametrize(
+    "launch",
+    [
+        [
+            sys.executable,
+            TRAIN_PY,
+            "config.py",
+            "--set",
+            "trainer.devices=2",
+            "--set",
+            "trainer.strategy=ddp",
+        ],
+        [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", TRAIN_PY, "config.py"],
+    ],
+    ids=["trainer devices=2", "torchrun"],
+)
+def test_two_processes_train_one_experiment_each_rank_on_half_the_batches(tmp_path, launch):
+    folder = _fresh(tmp_path)
+    result = _train(folder, launch)
+    assert result.returncode == 0, result.stderr
+    exp_dir = folder / "experiments" / "ddp"
+    assert (exp_dir / "report.md").is_file() and (exp_dir / "thresholds.json").is_file()
+    assert [p.name for p in (folder / "experiments").iterdir()] == ["ddp"]  # no rank moved another's folder
+    rows = pd.read_csv(exp_dir / "metrics.csv")
+    assert list(rows["epoch"]) == [1, 2]
+    assert list(rows["step"]) == [4, 8]  # 32 images in batches of 4, split over 2 processes
+    assert result.stdout.count("experiment folder:") == 1  # one process prints

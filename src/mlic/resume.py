@@ -17,6 +17,7 @@ from mlic.checkpoints import load_weights, read_info, read_metrics
 from mlic.config import Config
 from mlic.config_file import config_copy_text
 from mlic.errors import CheckpointError, ConfigError, DataError, WriteError
+from mlic.runtime import is_rank_zero
 
 log = logging.getLogger("mlic")
 
@@ -28,6 +29,8 @@ def open_folder(config: Config, classes: list[str], resume: bool) -> Path:
     """The experiment folder: with `resume` the interrupted run's, checked and kept as it is; else a new
     one holding `config.py` and `classes.json` (an earlier run of the same name is renamed aside)."""
     exp_dir = config.experiment_dir
+    if not is_rank_zero():  # the first process opens the folder; the others only write through it
+        return exp_dir
     if resume:
         _check_resumable(exp_dir, classes)
         for folder in (exp_dir, exp_dir / "checkpoints"):  # what the interrupted run was writing
@@ -82,6 +85,8 @@ def finished_stages(folder: Path) -> list[str]:
 
 def mark_finished(folder: Path, stage: str) -> None:
     """Record that `stage` ran to its end (all epochs, or stopped early on purpose), for --resume."""
+    if not is_rank_zero():
+        return
     finished = [s for s in finished_stages(folder) if s != stage] + [stage]
     io.write_json(folder / "stages.json", {"finished": finished})
 

@@ -4,6 +4,7 @@ the Lightning warnings mlic expects."""
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -39,6 +40,16 @@ def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
+def _launched_processes(trainer: dict[str, Any]) -> dict[str, Any]:
+    """Under torchrun or SLURM (WORLD_SIZE or SLURM_NTASKS above 1) the processes already exist: train
+    on all of them with DDP unless the config says otherwise."""
+    world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+    if world <= 1 or "devices" in trainer or "strategy" in trainer:
+        return {}
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or world)
+    return {"devices": per_node, "num_nodes": max(world // per_node, 1), "strategy": "ddp"}
+
+
 def auto_precision() -> str:
     """Mixed precision on a GPU (bf16 where supported), full precision on a CPU."""
     if torch.cuda.is_available():
@@ -55,6 +66,7 @@ def trainer_kwargs(config: Config) -> dict[str, Any]:
         "num_sanity_val_steps": 0,
         "log_every_n_steps": 10,
     }
+    kwargs.update(_launched_processes(config.trainer))
     kwargs.update(config.trainer)
     if kwargs.get("precision") == "auto":
         kwargs["precision"] = auto_precision()

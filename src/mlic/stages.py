@@ -33,6 +33,7 @@ from mlic.runtime import (
     autocast_dtype,
     device_label,
     expected_warnings_silenced,
+    is_rank_zero,
     trainer_kwargs,
     training_device,
 )
@@ -153,12 +154,13 @@ def stage_range_test(
         module, optimizer, loader, module.loss_fn, settings, device, precision, label=f"stage {stage.name}"
     )
     module.to("cpu")
-    save_lr_curve(
-        result,
-        run_.exp_dir / f"lr_finder{suffix}.csv",
-        run_.exp_dir / f"lr_finder{suffix}.png",
-        title=f"{config.experiment_name}: stage {stage.name}",
-    )
+    if is_rank_zero():  # with several processes, each ran the same test; the first writes its curve
+        save_lr_curve(
+            result,
+            run_.exp_dir / f"lr_finder{suffix}.csv",
+            run_.exp_dir / f"lr_finder{suffix}.png",
+            title=f"{config.experiment_name}: stage {stage.name}",
+        )
     log.info(describe(result, stage.name))
     if result.stopped_early:
         log.warning(
@@ -267,7 +269,8 @@ def _fit(
     trainer = make_trainer(config, stage, run_.exp_dir, recorder)
     with expected_warnings_silenced():
         trainer.fit(run_.module, loaders["train"], loaders["valid"], ckpt_path=str(ckpt) if ckpt else None)
-    recorder.save_last(run_.module)
+    if is_rank_zero():
+        recorder.save_last(run_.module)
     if trainer.interrupted:
         log.warning("training interrupted in stage %s; what was written is kept", stage.name)
         return False
@@ -305,6 +308,8 @@ def _final(
     module.model.load_state_dict(state)
     results = evaluate(module, config, loaders, ["valid", "test"])
     outputs = {s: module.last_outputs[s] for s in results if s in module.last_outputs}
+    if not is_rank_zero():  # every process evaluated its share; the first writes
+        return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), None, range_tests)
     thresholds = apply_thresholds(exp_dir, config, run_.classes, outputs, results)
     classes_table = per_class_rows(run_.classes, run_.tables, outputs, config.threshold, thresholds)
     write_report(
@@ -358,6 +363,6 @@ def run(config: Config, lr_find: bool = False, resume: bool = False) -> Training
         if not finished:
             break
     outcome = _final(config, run_, recorder, loaders, time.time() - started, range_tests)
-    if range_tests:
+    if range_tests and is_rank_zero():
         write_lr_report(run_.exp_dir, config, range_tests, suffixes, append=True)
     return outcome
