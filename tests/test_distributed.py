@@ -139,3 +139,35 @@ def test_two_processes_train_one_experiment_each_rank_on_half_the_batches(tmp_pa
     assert list(rows["epoch"]) == [1, 2]
     assert list(rows["step"]) == [4, 8]  # 32 images in batches of 4, split over 2 processes
     assert result.stdout.count("experiment folder:") == 1  # one process prints
+
+
+def test_a_simulated_slurm_job_of_two_tasks_trains_one_experiment(tmp_path):
+    """What `srun --ntasks=2` gives each task, set by hand: Lightning's SLURM support takes the ranks
+    from it, and mlic trains on both tasks with DDP without a config change."""
+    folder = _fresh(tmp_path)
+    slurm = dict(
+        SLURM_NTASKS="2",
+        SLURM_NTASKS_PER_NODE="2",
+        SLURM_NODEID="0",
+        SLURM_JOB_NAME="mlic",
+        SLURM_NODELIST="localhost",
+        SLURM_JOB_ID="4242",
+        MASTER_PORT="29533",
+        ROOT_PATH=str(folder / "data"),
+    )
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, TRAIN_PY, "config.py"],
+            cwd=folder,
+            env=dict(os.environ, **slurm, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [task.communicate(timeout=600) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert [p.name for p in (folder / "experiments").iterdir()] == ["ddp"]
+    assert list(pd.read_csv(folder / "experiments" / "ddp" / "metrics.csv")["step"]) == [4, 8]
+    assert "experiment folder:" in outputs[0][0] and "experiment folder:" not in outputs[1][0]
