@@ -171,3 +171,17 @@ def test_a_simulated_slurm_job_of_two_tasks_trains_one_experiment(tmp_path):
     assert [p.name for p in (folder / "experiments").iterdir()] == ["ddp"]
     assert list(pd.read_csv(folder / "experiments" / "ddp" / "metrics.csv")["step"]) == [4, 8]
     assert "experiment folder:" in outputs[0][0] and "experiment folder:" not in outputs[1][0]
+
+
+def test_num_iteration_on_epoch_counts_optimizer_steps_of_the_job_whatever_the_processes(tmp_path):
+    folder = _fresh(tmp_path)
+    iterations = ["--set", "data.num_iteration_on_epoch=3"]
+    one = _train(folder, [sys.executable, TRAIN_PY, "config.py", *iterations, "--set", "experiment_name=one"])
+    two = _train(
+        folder,
+        [sys.executable, TRAIN_PY, "config.py", *iterations, "--set", "experiment_name=two"]
+        + ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"],
+    )
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    for name in ("one", "two"):
+        assert list(pd.read_csv(folder / "experiments" / name / "metrics.csv")["step"]) == [3, 6], name

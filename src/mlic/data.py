@@ -302,16 +302,20 @@ def worker_init_fn(worker_id: int) -> None:
 
 
 def make_loader(
-    table: LabelTable, transform: ImageTransform, cfg: Data, train: bool, seed: int = 0
+    table: LabelTable, transform: ImageTransform, cfg: Data, train: bool, seed: int = 0, processes: int = 1
 ) -> DataLoader:
-    """The DataLoader of a split: shuffled (or exactly `num_iteration_on_epoch` batches) for training."""
+    """The DataLoader of a split: shuffled (or exactly `num_iteration_on_epoch` batches) for training.
+
+    With `processes` > 1 (DDP, which hands each process its share of the sampler's indices) the
+    iteration sampler yields that many times more, so every process still takes
+    `num_iteration_on_epoch` batches: the job makes that many optimizer steps per epoch."""
     dataset = ImageDataset(table.paths, table.targets, transform)
     if train:
         transform.reseed(seed)  # used as is when num_workers=0; workers reseed themselves
     sampler = None
     shuffle = train
     if train and cfg.num_iteration_on_epoch:
-        sampler = IterationSampler(len(dataset), cfg.num_iteration_on_epoch, cfg.batch_size)
+        sampler = IterationSampler(len(dataset), cfg.num_iteration_on_epoch, cfg.batch_size * processes)
         shuffle = False
     return DataLoader(
         dataset,
@@ -327,13 +331,16 @@ def make_loader(
 
 
 def build_loaders(
-    config: Config, tables: dict[str, LabelTable], prep: Preprocessing
+    config: Config, tables: dict[str, LabelTable], prep: Preprocessing, processes: int = 1
 ) -> dict[str, DataLoader]:
-    """Train loader (augmented, shuffled) and plain loaders for valid/test."""
+    """Train loader (augmented, shuffled; see `make_loader` for `processes`) and plain loaders for valid/test."""
     train_tf = prep.transform(config.data.augmentations)
     # one image through the train transform now, so a broken augmentation stops before training
     copy.deepcopy(train_tf)(read_rgb(str(tables["train"].paths[0])))
-    loaders = {"train": make_loader(tables["train"], train_tf, config.data, train=True, seed=config.seed)}
+    train = make_loader(
+        tables["train"], train_tf, config.data, train=True, seed=config.seed, processes=processes
+    )
+    loaders = {"train": train}
     for split in ("valid", "test"):
         if split in tables:
             loaders[split] = make_loader(tables[split], prep.transform(), config.data, train=False)

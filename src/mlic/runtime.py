@@ -73,6 +73,21 @@ def trainer_kwargs(config: Config) -> dict[str, Any]:
     return kwargs
 
 
+def world_size(config: Config) -> int:
+    """How many processes the config's DDP training runs on (devices × nodes); 1 without DDP."""
+    kwargs = trainer_kwargs(config)
+    if "ddp" not in str(kwargs.get("strategy", "")):
+        return 1
+    devices = kwargs.get("devices", 1)
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif str(devices).isdigit() and int(devices) > 0:
+        count = int(devices)
+    else:  # "auto" or -1: every GPU there is
+        count = max(torch.cuda.device_count(), 1)
+    return count * int(kwargs.get("num_nodes", 1))
+
+
 def device_for(accelerator: Any = "auto") -> str:
     """ "cuda" when `accelerator` allows a GPU and there is one, else "cpu"."""
     return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"

@@ -36,6 +36,7 @@ from mlic.runtime import (
     is_rank_zero,
     trainer_kwargs,
     training_device,
+    world_size,
 )
 
 log = logging.getLogger("mlic")
@@ -341,7 +342,7 @@ def run(config: Config, lr_find: bool = False, resume: bool = False) -> Training
             )
         return run_lr_find(config)
     run_ = prepare(config, resume=resume)
-    loaders = build_loaders(config, run_.tables, run_.prep)
+    loaders = build_loaders(config, run_.tables, run_.prep, processes=world_size(config))
     recorder = ExperimentRecorder(run_.exp_dir, config, run_.classes, run_.prep)
     stages = config.resolved_stages()
     first, ckpt = 0, None
