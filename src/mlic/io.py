@@ -115,8 +115,7 @@ def replace_keeping(path: str | os.PathLike, writer: Callable[[Path], None]) -> 
     path = Path(path)
     aside = None
     with atomic_path(path) as tmp:
-        writer(tmp)
-        _fsync(tmp)
+        writer(tmp)  # complete (atomic_path flushes it to disk before the rename)
         if path.exists():
             aside = set_aside(path)
     return aside
