@@ -115,7 +115,8 @@ def replace_keeping(path: str | os.PathLike, writer: Callable[[Path], None]) -> 
     path = Path(path)
     aside = None
     with atomic_path(path) as tmp:
-        writer(tmp)  # complete (atomic_path flushes it to disk before the rename)
+        writer(tmp)
+        _fsync(tmp)  # on disk before the earlier file leaves its name (atomic_path's flush then finds it clean)
         if path.exists():
             aside = set_aside(path)
     return aside
