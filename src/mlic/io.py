@@ -116,7 +116,8 @@ def replace_keeping(path: str | os.PathLike, writer: Callable[[Path], None]) -> 
     aside = None
     with atomic_path(path) as tmp:
         writer(tmp)
-        _fsync(tmp)  # on disk before the earlier file leaves its name (atomic_path's flush then finds it clean)
+        # on disk before the earlier file leaves its name (atomic_path's flush then finds it clean)
+        _fsync(tmp)
         if path.exists():
             aside = set_aside(path)
     return aside
