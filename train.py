@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print_training(config, outcome)
         return 0
 
-    return run_cli(_run, args.debug)
+    return run_cli(_run, args.debug, every_process=True)
 
 
 if __name__ == "__main__":

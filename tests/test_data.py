@@ -78,6 +78,21 @@ def test_a_fixed_seed_reproduces_augmentations_with_workers(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_process_of_a_job_augments_apart_and_the_first_as_alone(tmp_path, monkeypatch, workers):
+    """RANK is what torchrun gives each process; the seed and torch's generator are the same in all."""
+    table = _same_image_table(tmp_path)
+    cfg = Data(root=str(tmp_path), batch_size=4, num_workers=workers, num_iteration_on_epoch=2)
+    epochs = {}
+    for rank in ("", "0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        transform = ImageTransform((16, 16), (0.5,) * 3, (0.5,) * 3, _noise_augmentations())
+        torch.manual_seed(0)
+        epochs[rank] = _epochs(make_loader(table, transform, cfg, train=True, seed=7), 1)[0]
+    assert torch.equal(epochs[""], epochs["0"])  # the first process draws what a single one does
+    assert not torch.equal(epochs["0"], epochs["1"])
+
+
 def test_augmentations_accept_any_callable_on_uint8_arrays(tmp_path):
     table = _same_image_table(tmp_path, n=2)
     seen = []

@@ -1,5 +1,7 @@
 """Two processes on CPU (Lightning's DDP with the gloo backend): evaluation scores every sample exactly
-once, so two processes report what one does for the same weights."""
+once, so two processes report what one does for the same weights; one experiment folder; the range test
+runs once and every process trains with its LR; each process augments its own way; a failure in one
+process stops the job with its sentence; an interrupted two-process run resumes on two."""
 
 from __future__ import annotations
 
@@ -9,10 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import timm
+import torch
 from conftest import make_dataset
 
+from mlic.checkpoints import load_weights
+from mlic.cli import PEER_FAILED
 from mlic.config_file import load_config
 from mlic.stages import run
 
@@ -185,3 +192,214 @@ def test_num_iteration_on_epoch_counts_optimizer_steps_of_the_job_whatever_the_p
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     for name in ("one", "two"):
         assert list(pd.read_csv(folder / "experiments" / name / "metrics.csv")["step"]) == [3, 6], name
+
+
+# ---------------------------------------------------------------- a failure in one process of the job
+
+
+def _break_first_image_of(folder: Path, rank: int) -> str:
+    """Break the first training image that process `rank` of two reads in epoch 1: Lightning's
+    DistributedSampler shuffles with the job's seed (0) and hands rank r every second index from r."""
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randperm(32, generator=generator).tolist()[rank]
+    image_id = pd.read_csv(folder / "data" / "train_df.csv")["Id"].iloc[index]
+    path = folder / "data" / "Images" / f"{image_id}.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0" + np.random.default_rng(0).bytes(600))
+    return str(path)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_failure_in_one_process_stops_the_job_with_its_sentence_and_exit_2(tmp_path, rank):
+    folder = _fresh(tmp_path)
+    broken = _break_first_image_of(folder, rank)
+    result = _train(
+        folder,
+        [sys.executable, TRAIN_PY, "config.py", "--set", "data.verify_images=False"]
+        + ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"],
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    where = f"process {rank}: " if rank else ""
+    reason = f"error: {where}image {broken} cannot be decoded; replace or remove it from the label table"
+    assert reason in errors, errors
+    # the other process, whose collective broke, says only that it stopped because of another one
+    assert [e for e in errors if e != reason] in ([], [e for e in errors if PEER_FAILED in e]), errors
+
+
+# --------------------------------------------------------------------------- lr="find" on two processes
+
+# counts the range tests each process runs, and records the LR every process trains with
+RECORD_LR = """import json, os
+import lightning as L
+import mlic.stages
+
+_range_test = mlic.stages.range_test
+
+
+def _counted(*args, **kwargs):
+    with open(f"range_tests_{os.environ.get('RANK', '0')}.txt", "a") as f:
+        f.write("one\\n")
+    return _range_test(*args, **kwargs)
+
+
+mlic.stages.range_test = _counted
+
+
+class RecordLR(L.Callback):
+    def on_train_start(self, trainer, module):
+        lrs = [group["lr"] for group in trainer.optimizers[0].param_groups]
+        json.dump(lrs, open(f"lr_rank{trainer.global_rank}.json", "w"))
+
+    def on_train_end(self, trainer, module):
+        total = float(sum(p.double().sum() for p in module.model.parameters()))
+        json.dump(total, open(f"weights_rank{trainer.global_rank}.json", "w"))
+"""
+
+
+def test_lr_find_runs_once_and_every_process_trains_with_its_suggestion(tmp_path):
+    folder = _fresh(tmp_path)
+    config = RECORD_LR + CONFIG.replace('Stage("full", epochs=2)', 'Stage("full", epochs=2, lr="find")')
+    config = config.replace("    seed=0,\n", "    seed=0,\n    callbacks=[RecordLR()],\n")
+    (folder / "config.py").write_text(config)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    result = _train(folder, [torchrun, "--nproc_per_node=2", TRAIN_PY, "config.py"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    # one range test, in the first process; the other waited for its LR
+    assert sorted(p.name for p in folder.glob("range_tests_*.txt")) == ["range_tests_0.txt"]
+    assert (folder / "range_tests_0.txt").read_text().count("one") == 1
+    assert (folder / "experiments" / "ddp" / "lr_finder.csv").is_file()
+    lrs = [json.loads((folder / f"lr_rank{r}.json").read_text()) for r in (0, 1)]
+    assert lrs[0] == lrs[1] and lrs[0][0] != pytest.approx(1e-3)  # the suggestion, not the optimizer's LR
+    weights = [json.loads((folder / f"weights_rank{r}.json").read_text()) for r in (0, 1)]
+    assert weights[0] == pytest.approx(weights[1], rel=1e-6)  # the processes stayed one model
+
+
+# ------------------------------------------------------------------------- augmentations per process
+
+RECORD_AUGMENTATIONS = """import os
+import numpy as np
+
+
+def record(image):
+    with open(f"augment_{os.environ.get('LOCAL_RANK', '0')}.txt", "a") as f:
+        f.write(f"{np.random.random()!r}\\n")
+    return image
+
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_each_process_and_epoch_draws_its_own_augmentations(tmp_path, workers):
+    folder = _fresh(tmp_path)
+    config = RECORD_AUGMENTATIONS + CONFIG.replace(
+        "num_workers=0)", f"num_workers={workers}, augmentations=record)"
+    )
+    (folder / "config.py").write_text(config)
+    result = _train(
+        folder,
+        [
+            sys.executable,
+            TRAIN_PY,
+            "config.py",
+            "--set",
+            "trainer.devices=2",
+            "--set",
+            "trainer.strategy=ddp",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the first line of each: one image through the train transform, checked before training
+    draws = [(folder / f"augment_{r}.txt").read_text().split()[1:] for r in (0, 1)]
+    assert [len(d) for d in draws] == [32, 32]  # 16 images a process, 2 epochs
+    assert not set(draws[0]) & set(draws[1])  # no process repeats another's draws
+    for d in draws:
+        assert d[:16] != d[16:]  # nor an epoch the one before
+
+
+# ----------------------------------------------------------------------- BatchNorm, EMA, resume
+
+
+def test_a_frozen_backbone_keeps_its_batchnorm_statistics_and_the_ema_is_written_on_two_processes(tmp_path):
+    folder = _fresh(tmp_path)
+    config = CONFIG.replace(
+        'stages=[Stage("full", epochs=2)]',
+        'stages=[Stage("head", epochs=2, freeze_backbone=True), Stage("full", epochs=2)],\n'
+        "    swa=SWA(ema_decay=0.9)",
+    ).replace("from mlic import Config", "from mlic import SWA, Config")
+    (folder / "config.py").write_text(config)
+    result = _train(
+        folder,
+        [
+            sys.executable,
+            TRAIN_PY,
+            "config.py",
+            "--set",
+            "trainer.devices=2",
+            "--set",
+            "trainer.strategy=ddp",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    exp_dir = folder / "experiments" / "ddp"
+    head = load_weights(exp_dir / "checkpoints" / "head-last.ckpt")
+    full = load_weights(exp_dir / "checkpoints" / "full-last.ckpt")
+    means = [k for k in head if k.endswith("running_mean")]
+    assert means and all(torch.equal(head[k], torch.zeros_like(head[k])) for k in means)  # frozen: untouched
+    assert any(not torch.equal(full[k], head[k]) for k in means)  # trainable: updated
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=3)
+    for name in ("model.best.pth", "model.ema.pth"):
+        model.load_state_dict(torch.load(exp_dir / name, weights_only=True)["state_dict"])
+
+
+def test_sync_batchnorm_on_cpus_is_one_sentence_before_anything_is_written(tmp_path):
+    folder = _fresh(tmp_path)
+    result = _train(folder, [sys.executable, TRAIN_PY, "config.py", "--set", "trainer.sync_batchnorm=True"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: field 'trainer.sync_batchnorm': torch's SyncBatchNorm runs on GPUs only")
+    )
+    assert not (folder / "experiments").exists()
+
+
+POWER_CUT = """import os
+import lightning as L
+
+
+class PowerCut(L.Callback):
+    # at the end of epoch 2, after its row of metrics.csv and before its checkpoint, in every process
+    def on_train_epoch_end(self, trainer, module):
+        if os.environ.get("POWER_CUT") and trainer.current_epoch + 1 == 2:
+            raise RuntimeError("power cut")
+
+"""
+
+
+def test_resume_on_two_processes_continues_an_interrupted_two_process_run(tmp_path):
+    folder = _fresh(tmp_path)
+    config = POWER_CUT + CONFIG.replace("epochs=2", "epochs=3")
+    (folder / "config.py").write_text(
+        config.replace("    seed=0,\n", "    seed=0,\n    callbacks=[PowerCut()],\n")
+    )
+    ddp = ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"]
+    env = dict(os.environ, ROOT_PATH=str(folder / "data"), POWER_CUT="1")
+    cut = subprocess.run(
+        [sys.executable, TRAIN_PY, "config.py", *ddp],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cut.returncode != 0 and "power cut" in cut.stderr
+    exp_dir = folder / "experiments" / "ddp"
+    assert list(pd.read_csv(exp_dir / "metrics.csv")["epoch"]) == [1, 2]  # epoch 2 has no checkpoint
+    resumed = _train(folder, [sys.executable, TRAIN_PY, "config.py", "--resume", *ddp])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = pd.read_csv(exp_dir / "metrics.csv")
+    assert list(rows["epoch"]) == [1, 2, 3] and list(rows["step"]) == [4, 8, 12]
+    assert [p.name for p in (folder / "experiments").iterdir()] == ["ddp"]
+    assert "| test |" in (exp_dir / "report.md").read_text()
+    assert resumed.stdout.count("experiment folder:") == 1

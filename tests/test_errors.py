@@ -19,6 +19,7 @@ from conftest import (
 )
 
 from mlic import CheckpointError, ConfigError, Data, DataError, Model, losses
+from mlic.cli import run_cli
 from mlic.data import read_splits
 from mlic.images import read_rgb
 from mlic.models import create_model, load_checkpoint
@@ -356,3 +357,14 @@ def test_a_loss_that_does_not_fit_stops_before_the_earlier_run_is_moved(dataset,
         run(config)
     assert (earlier / "model.best.pth").read_bytes() == b"an earlier run"
     assert [p.name for p in earlier.parent.iterdir()] == ["bad_loss"]
+
+
+def test_under_a_launcher_only_the_first_process_runs_a_one_process_command(monkeypatch):
+    """swa.py, export.py, predict.py, mlic.split under torchrun (RANK set): one process does the work."""
+    calls = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        assert run_cli(lambda r=rank: calls.append(r) or 0, debug=False) == 0
+    assert calls == ["0"]
+    assert run_cli(lambda: calls.append("train") or 0, debug=False, every_process=True) == 0
+    assert calls == ["0", "train"]

@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from mlic import io
 from mlic.checkpoints import model_file, model_file_metrics, write_metrics
 from mlic.config import Config, Stage
+from mlic.data import seed_process
 from mlic.images import Preprocessing
 from mlic.module import ClassifierModule
 from mlic.optim import current_lrs
@@ -145,3 +146,17 @@ class EMARecorder(Callback):
         row = {k: v for k, v in row.items() if k in ("stage", "epoch", "step")}
         row["ema_decay"] = self.decay
         io.save_torch(self.recorder.exp_dir / "model.ema.pth", self.recorder.model_file(self.ema.module, row))
+
+
+class ProcessSeeds(Callback):
+    """Python's and numpy's generators apart in each process of a multi-process job, as training starts.
+
+    Lightning seeds every process alike when it sets them up (`reset_seed`), which would give augmentations
+    that draw from those generators (without loader workers) the same draws in every process; torch's
+    generator stays alike, since the samplers' shuffles must agree. The first process is left as it is."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        seed_process(self.seed)

@@ -10,16 +10,21 @@ import signal
 import sys
 from collections.abc import Callable
 
+import torch.distributed as dist
+
 from mlic.errors import Interrupted, MlicError
 from mlic.io import os_error_cause
+from mlic.runtime import global_rank, process_index
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 
 
 def setup_logging() -> None:
-    """Readable INFO logs for mlic; quieter third-party chatter."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """Readable INFO logs for mlic; quieter third-party chatter. With several processes only the first
+    logs below ERROR: the others would repeat its lines."""
+    level = logging.INFO if global_rank() == 0 else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in (
         "lightning.pytorch.utilities.rank_zero",
         "lightning.fabric.utilities.rank_zero",
@@ -58,14 +63,39 @@ def describe(error: BaseException) -> str | None:
     return None
 
 
+# What a collective (gloo, NCCL, the rendezvous store) raises in a process whose peer has stopped
+_PEER_GONE = re.compile(
+    r"closed by peer|remote worker|connection reset|broken pipe|communicator was aborted|timed? ?out",
+    re.IGNORECASE,
+)
+PEER_FAILED = "another process of this job failed (its own error says why), so this one stopped too"
+
+
+def peer_failed(error: BaseException) -> bool:
+    """True for the error a process gets when another process of its multi-process job has died: the
+    collective it was waiting in breaks."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and bool(_PEER_GONE.search(str(error)))
+    )
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def run_cli(main: Callable[[], int], debug: bool) -> int:
+def run_cli(main: Callable[[], int], debug: bool, every_process: bool = False) -> int:
     """Set up logging and run `main`. A user's mistake, a file that cannot be written or read, or an error
     a loader worker hit prints `error: <one sentence>` and returns 2 (traceback only with --debug);
-    SIGINT or SIGTERM prints one sentence and returns 130. Files already written are kept either way."""
+    SIGINT or SIGTERM prints one sentence and returns 130. Files already written are kept either way.
+
+    Under a launcher of several processes (torchrun, srun) only the first runs `main` unless
+    `every_process` (train.py, which trains on all of them). There, a process that fails names itself
+    (`error: process 1: ...`) and the others, whose collectives break, say so in one line: each returns 2.
+    """
+    if not every_process and process_index() != 0:
+        return 0
     setup_logging()
     handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -75,10 +105,11 @@ def run_cli(main: Callable[[], int], debug: bool) -> int:
         print(f"interrupted ({name}); files already written are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
-        message = describe(e)
+        message = describe(e) or (PEER_FAILED if peer_failed(e) else None)
         if message is None or debug:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        where = f"process {global_rank()}: " if global_rank() else ""
+        print(f"error: {where}{message}", file=sys.stderr)
         return EXIT_USER_ERROR
     finally:
         for s, handler in handlers.items():

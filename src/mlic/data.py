@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from mlic.config import Config, Data
 from mlic.errors import DataError
 from mlic.images import ImageTransform, Preprocessing, read_rgb
+from mlic.runtime import process_index
 
 
 @dataclass
@@ -250,6 +251,7 @@ class ImageDataset(Dataset):
         self.paths = np.asarray(paths)
         self.targets = torch.tensor(np.array(targets, dtype=np.float32))
         self.transform = transform
+        self.process = 0  # which process of a multi-process job reads it (`runtime.process_index`)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -290,13 +292,34 @@ class IterationSampler(Sampler[int]):
         return iter(out)
 
 
-def worker_init_fn(worker_id: int) -> None:
-    """Seed each worker from torch's per-worker, per-epoch seed, and turn OpenCV's threads off."""
-    cv2.setNumThreads(0)
-    seed = torch.initial_seed() % 2**32
+def process_seed(seed: int, process: int) -> int:
+    """`seed` in the first process; in another, a seed drawn from (seed, process), so that no two
+    processes of a multi-process job augment alike."""
+    if process == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, process]).generate_state(1)[0])
+
+
+def seed_process(seed: int) -> None:
+    """Seed Python's and numpy's generators (what augmentations draw from without loader workers) apart
+    in each process of the job. Torch's stays the same in all: the samplers' shuffles must agree."""
+    process = process_index()
+    if process == 0:  # the first process keeps the generators it has
+        return
+    seed = process_seed(seed, process)
     random.seed(seed)
     np.random.seed(seed)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed each worker from torch's per-worker, per-epoch seed (apart in each process of the job), and
+    turn OpenCV's threads off."""
+    cv2.setNumThreads(0)
     info = get_worker_info()
+    process = getattr(info.dataset, "process", 0) if info is not None else 0
+    seed = process_seed(torch.initial_seed() % 2**32, process)
+    random.seed(seed)
+    np.random.seed(seed)
     if info is not None and isinstance(info.dataset, ImageDataset):
         info.dataset.transform.reseed(seed)
 
@@ -311,7 +334,8 @@ def make_loader(
     `num_iteration_on_epoch` batches: the job makes that many optimizer steps per epoch."""
     dataset = ImageDataset(table.paths, table.targets, transform)
     if train:
-        transform.reseed(seed)  # used as is when num_workers=0; workers reseed themselves
+        dataset.process = process_index()  # for the workers' seeds
+        transform.reseed(process_seed(seed, dataset.process))  # used as is when num_workers=0; workers reseed
     sampler = None
     shuffle = train
     if train and cfg.num_iteration_on_epoch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -167,6 +168,9 @@ class ClassifierModule(L.LightningModule):
         return build_optimizer(self.model, self.stage or Stage("full", epochs=1), self.optimizer_factory)
 
     def configure_optimizers(self) -> Any:
+        if self.trainer.world_size > 1 and self.stage is not None:
+            # the first process ran the stage's range test alone: every process trains with its LR
+            self.stage = replace(self.stage, lr=self.trainer.strategy.broadcast(self.stage.lr, src=0))
         optimizer = self.build_optimizer()
         if self.scheduler_factory is None:
             return optimizer

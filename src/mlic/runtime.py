@@ -14,6 +14,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from mlic.config import Config
+from mlic.errors import ConfigError
 
 # Warnings Lightning gives for what mlic does on purpose: a frozen backbone keeps its BatchNorm layers in
 # eval mode; checkpoints of several stages share one folder; small data sets get few loader workers.
@@ -37,7 +38,24 @@ def expected_warnings_silenced() -> Iterator[None]:
 def is_rank_zero() -> bool:
     """True in the first process of a multi-process run (and in a single-process one): the one that
     prints. Lightning reads the rank from the launcher's environment (RANK, LOCAL_RANK, SLURM_PROCID)."""
-    return rank_zero_only.rank == 0
+    return global_rank() == 0
+
+
+def global_rank() -> int:
+    """This process's rank in a multi-process job (0 in a single-process one), as Lightning knows it."""
+    return int(rank_zero_only.rank or 0)
+
+
+def process_index() -> int:
+    """A number of this process that no other process of the job has, 0 in the first (and only) one: the
+    global rank where the launcher gives it (torchrun's RANK, SLURM's SLURM_PROCID), else one made of the
+    node and local ranks Lightning's own launcher sets. Read from the environment, so it is known before
+    training starts (and in loader workers)."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    node, local = (int(os.environ.get(n, "0") or 0) for n in ("NODE_RANK", "LOCAL_RANK"))
+    return node * 100_000 + local
 
 
 def _launched_processes(trainer: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +104,15 @@ def world_size(config: Config) -> int:
     else:  # "auto" or -1: every GPU there is
         count = max(torch.cuda.device_count(), 1)
     return count * int(kwargs.get("num_nodes", 1))
+
+
+def check_trainer(config: Config) -> None:
+    """Trainer settings that cannot work on this machine, stopped before anything is read or written."""
+    if trainer_kwargs(config).get("sync_batchnorm") and training_device(config) != "cuda":
+        raise ConfigError(
+            "field 'trainer.sync_batchnorm': torch's SyncBatchNorm runs on GPUs only and this run trains on "
+            "the CPU; leave it out on CPUs (each process then keeps its own BatchNorm statistics)"
+        )
 
 
 def device_for(accelerator: Any = "auto") -> str:

@@ -16,10 +16,17 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from mlic.callbacks import AtomicCheckpointIO, EMARecorder, ExperimentRecorder
+from mlic.callbacks import AtomicCheckpointIO, EMARecorder, ExperimentRecorder, ProcessSeeds
 from mlic.checkpoints import read_state_dict, thresholds_file
 from mlic.config import Config, LRFinder, Stage
-from mlic.data import LabelTable, build_loaders, make_loader, read_splits, split_warnings, verify_images
+from mlic.data import (
+    LabelTable,
+    build_loaders,
+    make_loader,
+    read_splits,
+    split_warnings,
+    verify_images,
+)
 from mlic.errors import ConfigError
 from mlic.evaluation import Results, apply_thresholds, constant_loss, evaluate, per_class_rows, setup_loss
 from mlic.images import Preprocessing
@@ -31,6 +38,7 @@ from mlic.report import save_lr_curve, write_lr_report, write_report
 from mlic.resume import mark_finished, open_folder, resume_point, resume_stage
 from mlic.runtime import (
     autocast_dtype,
+    check_trainer,
     device_label,
     expected_warnings_silenced,
     is_rank_zero,
@@ -84,6 +92,7 @@ def _init_head(config: Config, model: torch.nn.Module, train: LabelTable, new_he
 def prepare(config: Config, resume: bool = False) -> Prepared:
     """Read and check the data, build the model (weights, checkpoint), then open the experiment folder
     (a new one, or with `resume` the interrupted one, kept as it is)."""
+    check_trainer(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     tables = read_splits(config.data)
     classes = tables["train"].classes
@@ -139,7 +148,8 @@ def _suffixes(stages: list[Stage]) -> dict[str, str]:
 def stage_range_test(
     config: Config, run_: Prepared, stage: Stage, settings: LRFinder, suffix: str
 ) -> RangeTest:
-    """Run the LR range test for `stage` on the current weights and save its curve."""
+    """Run the LR range test for `stage` on the current weights and save its curve (in the first process
+    only: with several, the others take its suggestion when training starts, `ClassifierModule.configure_optimizers`)."""
     module = run_.module
     module.set_stage(replace(stage, lr=None) if not isinstance(stage.lr, (int, float)) else stage)
     optimizer = module.build_optimizer()
@@ -155,13 +165,12 @@ def stage_range_test(
         module, optimizer, loader, module.loss_fn, settings, device, precision, label=f"stage {stage.name}"
     )
     module.to("cpu")
-    if is_rank_zero():  # with several processes, each ran the same test; the first writes its curve
-        save_lr_curve(
-            result,
-            run_.exp_dir / f"lr_finder{suffix}.csv",
-            run_.exp_dir / f"lr_finder{suffix}.png",
-            title=f"{config.experiment_name}: stage {stage.name}",
-        )
+    save_lr_curve(
+        result,
+        run_.exp_dir / f"lr_finder{suffix}.csv",
+        run_.exp_dir / f"lr_finder{suffix}.png",
+        title=f"{config.experiment_name}: stage {stage.name}",
+    )
     log.info(describe(result, stage.name))
     if result.stopped_early:
         log.warning(
@@ -187,7 +196,9 @@ def run_lr_find(config: Config) -> RangeTestRun:
     run_ = prepare(config)
     stages = config.resolved_stages()
     suffixes = _suffixes(stages)
-    results = {}
+    results: dict[str, RangeTest] = {}
+    if not is_rank_zero():  # under torchrun or SLURM: the first process runs the tests and writes them
+        return RangeTestRun(run_.exp_dir, results)
     for stage in stages:
         settings = _finder_settings(stage, config.lr_finder)
         results[stage.name] = stage_range_test(config, run_, stage, settings, suffixes[stage.name])
@@ -234,7 +245,12 @@ def make_trainer(config: Config, stage: Stage, exp_dir: Path, recorder: Experime
         enable_version_counter=False,
     )
     checkpoint.CHECKPOINT_NAME_LAST = f"{stage.name}-last"
-    callbacks = [recorder, checkpoint, LearningRateMonitor(logging_interval="epoch")]
+    callbacks = [
+        recorder,
+        checkpoint,
+        LearningRateMonitor(logging_interval="epoch"),
+        ProcessSeeds(config.seed),
+    ]
     if swa_stage and config.swa.ema_decay is not None:
         callbacks.append(EMARecorder(recorder, config.swa.ema_decay))
     callbacks += config.callbacks
@@ -357,8 +373,10 @@ def run(config: Config, lr_find: bool = False, resume: bool = False) -> Training
         continuing = ckpt is not None
         if continuing and not isinstance(stage.lr, (int, float)):
             stage = replace(stage, lr=None)  # its LRs come back with the optimizer state of the checkpoint
-        elif _wants_range_test(stage):
+        elif _wants_range_test(stage) and is_rank_zero():
             stage, range_tests[stage.name] = _stage_lr(config, run_, stage, suffixes[stage.name])
+        elif _wants_range_test(stage):  # the first process tests; its LR reaches this one as training starts
+            stage = replace(stage, lr=None)
         finished = _fit(config, run_, stage, recorder, loaders, ckpt)
         ckpt = None
         if not finished:
