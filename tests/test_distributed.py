@@ -85,7 +85,7 @@ def test_two_processes_score_every_test_image_once_and_agree_with_one(trained):
 def test_train_py_test_on_two_processes_prints_one_table_with_the_one_process_numbers(trained):
     env = dict(os.environ, ROOT_PATH=str(trained / "data"))
     outputs = []
-    for extra in ([], ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"]):
+    for extra in ([], DDP):
         result = subprocess.run(
             [
                 sys.executable,
@@ -117,6 +117,7 @@ def _fresh(tmp_path: Path) -> Path:
 
 
 TRAIN_PY = str(Path(__file__).resolve().parents[1] / "train.py")
+DDP = ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"]  # two processes, started by Lightning
 
 
 @pytest.mark.parametrize(
@@ -186,8 +187,7 @@ def test_num_iteration_on_epoch_counts_optimizer_steps_of_the_job_whatever_the_p
     one = _train(folder, [sys.executable, TRAIN_PY, "config.py", *iterations, "--set", "experiment_name=one"])
     two = _train(
         folder,
-        [sys.executable, TRAIN_PY, "config.py", *iterations, "--set", "experiment_name=two"]
-        + ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"],
+        [sys.executable, TRAIN_PY, "config.py", *iterations, "--set", "experiment_name=two"] + DDP,
     )
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     for name in ("one", "two"):
@@ -214,8 +214,16 @@ def test_a_failure_in_one_process_stops_the_job_with_its_sentence_and_exit_2(tmp
     broken = _break_first_image_of(folder, rank)
     result = _train(
         folder,
-        [sys.executable, TRAIN_PY, "config.py", "--set", "data.verify_images=False"]
-        + ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"],
+        [
+            sys.executable,
+            TRAIN_PY,
+            "config.py",
+            "--set",
+            "data.verify_images=False",
+            "--set",
+            "data.cache=False",
+        ]
+        + DDP,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -296,18 +304,7 @@ def test_each_process_and_epoch_draws_its_own_augmentations(tmp_path, workers):
         "num_workers=0)", f"num_workers={workers}, augmentations=record)"
     )
     (folder / "config.py").write_text(config)
-    result = _train(
-        folder,
-        [
-            sys.executable,
-            TRAIN_PY,
-            "config.py",
-            "--set",
-            "trainer.devices=2",
-            "--set",
-            "trainer.strategy=ddp",
-        ],
-    )
+    result = _train(folder, [sys.executable, TRAIN_PY, "config.py", *DDP])
     assert result.returncode == 0, result.stderr[-3000:]
     # the first line of each: one image through the train transform, checked before training
     draws = [(folder / f"augment_{r}.txt").read_text().split()[1:] for r in (0, 1)]
@@ -328,18 +325,7 @@ def test_a_frozen_backbone_keeps_its_batchnorm_statistics_and_the_ema_is_written
         "    swa=SWA(ema_decay=0.9)",
     ).replace("from mlic import Config", "from mlic import SWA, Config")
     (folder / "config.py").write_text(config)
-    result = _train(
-        folder,
-        [
-            sys.executable,
-            TRAIN_PY,
-            "config.py",
-            "--set",
-            "trainer.devices=2",
-            "--set",
-            "trainer.strategy=ddp",
-        ],
-    )
+    result = _train(folder, [sys.executable, TRAIN_PY, "config.py", *DDP])
     assert result.returncode == 0, result.stderr[-3000:]
     exp_dir = folder / "experiments" / "ddp"
     head = load_weights(exp_dir / "checkpoints" / "head-last.ckpt")
@@ -383,10 +369,9 @@ def test_resume_on_two_processes_continues_an_interrupted_two_process_run(tmp_pa
     (folder / "config.py").write_text(
         config.replace("    seed=0,\n", "    seed=0,\n    callbacks=[PowerCut()],\n")
     )
-    ddp = ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp"]
     env = dict(os.environ, ROOT_PATH=str(folder / "data"), POWER_CUT="1")
     cut = subprocess.run(
-        [sys.executable, TRAIN_PY, "config.py", *ddp],
+        [sys.executable, TRAIN_PY, "config.py", *DDP],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -396,7 +381,7 @@ def test_resume_on_two_processes_continues_an_interrupted_two_process_run(tmp_pa
     assert cut.returncode != 0 and "power cut" in cut.stderr
     exp_dir = folder / "experiments" / "ddp"
     assert list(pd.read_csv(exp_dir / "metrics.csv")["epoch"]) == [1, 2]  # epoch 2 has no checkpoint
-    resumed = _train(folder, [sys.executable, TRAIN_PY, "config.py", "--resume", *ddp])
+    resumed = _train(folder, [sys.executable, TRAIN_PY, "config.py", "--resume", *DDP])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = pd.read_csv(exp_dir / "metrics.csv")
     assert list(rows["epoch"]) == [1, 2, 3] and list(rows["step"]) == [4, 8, 12]

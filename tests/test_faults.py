@@ -230,7 +230,9 @@ def test_a_broken_image_stops_the_run_before_anything_is_written(tmp_path):
 def test_a_broken_image_met_in_a_loader_worker_is_one_sentence(tmp_path):
     folder = _folder(tmp_path, workers=1)
     broken = _break_image(folder)
-    result = _cli(folder, "train.py", "config.py", "--set", "data.verify_images=False")
+    result = _cli(
+        folder, "train.py", "config.py", "--set", "data.verify_images=False", "--set", "data.cache=False"
+    )
     line = _one_sentence(result)
     assert line == f"error: image {broken} cannot be decoded; replace or remove it from the label table"
     assert "Original Traceback" not in result.stderr and "DataLoader worker" not in result.stderr

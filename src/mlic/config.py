@@ -78,10 +78,13 @@ class Data:
     classes: list[str] | None = None
     img_size: tuple[int, int] | None = None
     batch_size: int = 32
-    num_workers: int = 4
+    num_workers: int | Literal["auto"] = "auto"  # "auto": the CPUs this process has, less one, at most 8
     num_iteration_on_epoch: int | None = None
     augmentations: Callable | None = None
     verify_images: bool = True  # decode every image once before training, so a bad one stops the run early
+    # decode and resize every image once and keep them in memory: True, False, or "auto" (when they fit)
+    cache: bool | Literal["auto"] = "auto"
+    cache_memory: float | None = None  # GB the cache may take; None: a quarter of the machine's memory
 
 
 @dataclass
@@ -95,6 +98,7 @@ class Model:
     drop_rate: float = 0.0
     kwargs: dict = field(default_factory=dict)
     prior_init: bool = True
+    channels_last: bool = True  # weights and batches in channels-last memory order (faster convolutions)
 
 
 @dataclass

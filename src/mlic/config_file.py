@@ -167,8 +167,16 @@ def validate(config: Config, where: str = "config") -> Config:
         raise ConfigError(f"{where}: field 'data.img_size' must be two positive ints (height, width)")
     if d.batch_size <= 0:
         raise ConfigError(f"{where}: field 'data.batch_size' must be positive, got {d.batch_size}")
-    if d.num_workers < 0:
-        raise ConfigError(f"{where}: field 'data.num_workers' must be 0 or more, got {d.num_workers}")
+    if d.num_workers != "auto" and not (isinstance(d.num_workers, int) and d.num_workers >= 0):
+        raise ConfigError(
+            f"{where}: field 'data.num_workers' must be 0 or more, or 'auto', got {d.num_workers!r}"
+        )
+    if d.cache not in (True, False, "auto"):
+        raise ConfigError(f"{where}: field 'data.cache' must be True, False or 'auto', got {d.cache!r}")
+    if d.cache_memory is not None and d.cache_memory <= 0:
+        raise ConfigError(
+            f"{where}: field 'data.cache_memory' must be a positive number of GB, got {d.cache_memory}"
+        )
     if d.num_iteration_on_epoch is not None and d.num_iteration_on_epoch <= 0:
         raise ConfigError(
             f"{where}: field 'data.num_iteration_on_epoch' must be positive or None, "

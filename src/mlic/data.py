@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import os
 import random
 import time
@@ -33,6 +34,9 @@ class LabelTable:
     paths: np.ndarray
     targets: np.ndarray
     classes: list[str]
+    images: np.ndarray | None = (
+        None  # decoded and resized (rows × H × W × 3 uint8) when cached (`mlic.cache`)
+    )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -193,17 +197,32 @@ def read_splits(cfg: Data) -> dict[str, LabelTable]:
     return tables
 
 
-def _image_problem(path: str) -> str | None:
-    """Why the image at `path` cannot be trained on, or None: decoded in full, as training will."""
+def decode_checked(path: str) -> tuple[np.ndarray | None, str | None]:
+    """The image at `path` as an HxWx3 uint8 RGB array (what `read_rgb` gives), or None and why it cannot
+    be trained on: decoded in full, as training will."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        return e.strerror or str(e)
-    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
-        return "not an image, or a corrupted one"
+        return None, e.strerror or str(e)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None, "not an image, or a corrupted one"
     if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < 0:  # OpenCV decodes the part that is there
-        return "a truncated JPEG (it has no end marker)"
-    return None
+        return None, "a truncated JPEG (it has no end marker)"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), None
+
+
+def _image_problem(path: str) -> str | None:
+    return decode_checked(path)[1]
+
+
+def unusable_images(problems: list[tuple[str, str]], count: int, skip_hint: str) -> DataError:
+    """The one sentence for the images of a run that cannot be decoded (`problems`: path, why)."""
+    path, why = problems[0]
+    return DataError(
+        f"{len(problems)} of {count} images cannot be used (first: {path}: {why}); replace them or "
+        f"remove their rows ({skip_hint})"
+    )
 
 
 def verify_images(tables: dict[str, LabelTable]) -> tuple[int, float]:
@@ -214,11 +233,8 @@ def verify_images(tables: dict[str, LabelTable]) -> tuple[int, float]:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         problems = [(p, why) for p, why in zip(paths, pool.map(_image_problem, paths, chunksize=32)) if why]
     if problems:
-        path, why = problems[0]
-        raise DataError(
-            f"{len(problems)} of {len(paths)} images cannot be used (first: {path}: {why}); replace them or "
-            f"remove their rows (data.verify_images=False skips this check, and training stops at them instead)"
-        )
+        hint = "data.verify_images=False skips this check, and training stops at them instead"
+        raise unusable_images(problems, len(paths), hint)
     return len(paths), time.time() - start
 
 
@@ -247,16 +263,25 @@ def split_warnings(tables: dict[str, LabelTable]) -> list[str]:
 class ImageDataset(Dataset):
     """Images and targets of one split; items are (CHW float tensor, float target vector)."""
 
-    def __init__(self, paths: np.ndarray, targets: np.ndarray, transform: ImageTransform) -> None:
+    def __init__(
+        self,
+        paths: np.ndarray,
+        targets: np.ndarray,
+        transform: ImageTransform,
+        images: np.ndarray | None = None,
+    ) -> None:
         self.paths = np.asarray(paths)
         self.targets = torch.tensor(np.array(targets, dtype=np.float32))
         self.transform = transform
+        self.images = images  # the decoded-image cache of this split (`mlic.cache`), or None: read each time
         self.process = 0  # which process of a multi-process job reads it (`runtime.process_index`)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.images is not None:  # a copy: augmentations may edit the image in place
+            return self.transform(self.images[index].copy()), self.targets[index]
         return self.transform(read_rgb(str(self.paths[index]))), self.targets[index]
 
 
@@ -332,12 +357,13 @@ def make_loader(
     With `processes` > 1 (DDP, which hands each process its share of the sampler's indices) the
     iteration sampler yields that many times more, so every process still takes
     `num_iteration_on_epoch` batches: the job makes that many optimizer steps per epoch."""
-    dataset = ImageDataset(table.paths, table.targets, transform)
+    dataset = ImageDataset(table.paths, table.targets, transform, table.images)
     if train:
         dataset.process = process_index()  # for the workers' seeds
         transform.reseed(process_seed(seed, dataset.process))  # used as is when num_workers=0; workers reseed
     sampler = None
     shuffle = train
+    workers = worker_count(cfg)
     if train and cfg.num_iteration_on_epoch:
         sampler = IterationSampler(len(dataset), cfg.num_iteration_on_epoch, cfg.batch_size * processes)
         shuffle = False
@@ -346,12 +372,32 @@ def make_loader(
         batch_size=cfg.batch_size,
         shuffle=shuffle,
         sampler=sampler,
-        num_workers=cfg.num_workers,
+        num_workers=workers,
         worker_init_fn=worker_init_fn,
         drop_last=bool(train and sampler is None and len(dataset) > cfg.batch_size),
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        # workers live across epochs: no start-up each epoch (their generators go on, so epochs differ)
+        persistent_workers=workers > 0,
+        multiprocessing_context=_worker_start(workers, table.images),
     )
+
+
+def worker_count(cfg: Data) -> int:
+    """`data.num_workers`, with "auto" resolved: the CPUs this process may use (shared among the
+    processes of a multi-process job on this machine) less one for the training loop, at most 8."""
+    if cfg.num_workers != "auto":
+        return int(cfg.num_workers)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or 1)
+    return max(0, min(8, cpus // max(processes, 1) - 1))
+
+
+def _worker_start(num_workers: int, images: np.ndarray | None) -> str | None:
+    """'fork' where workers read a cache: forked, they share its memory (pickled, as 'spawn' and
+    'forkserver' send the dataset, each would get a copy). None: the platform's default."""
+    if num_workers > 0 and images is not None and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return None
 
 
 def build_loaders(

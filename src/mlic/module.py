@@ -33,9 +33,12 @@ class ClassifierModule(L.LightningModule):
         scheduler: Callable | None,
         threshold: float = 0.5,
         freeze_bn: bool = True,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self.model = model
+        # channels-last weights and inputs: the faster convolution kernels on CPUs and GPUs alike
+        self.channels_last = channels_last
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -71,11 +74,13 @@ class ClassifierModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------ steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss_fn(self.model(x), y)
+        loss = self.loss_fn(self(x), y)
         if batch_idx == 0 and self.trainer.global_step == 0 and self.trainer.current_epoch == 0:
             prior = f" (prior loss {self.prior_loss:.4f})" if self.prior_loss is not None else ""
             log.info(
@@ -95,7 +100,7 @@ class ClassifierModule(L.LightningModule):
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         x, y = batch
-        logits = self.model(x).float()
+        logits = self(x).float()
         loss = self.loss_fn(logits, y)
         # kept on the device until the epoch ends, so the loop never waits on a copy to the CPU
         self._outputs.setdefault(split, []).append((logits.detach(), y.detach(), loss.detach() * len(x)))

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from mlic.cache import cache_images
 from mlic.callbacks import AtomicCheckpointIO, EMARecorder, ExperimentRecorder, ProcessSeeds
 from mlic.checkpoints import read_state_dict, thresholds_file
 from mlic.config import Config, LRFinder, Stage
@@ -89,6 +90,16 @@ def _init_head(config: Config, model: torch.nn.Module, train: LabelTable, new_he
     return prior_loss
 
 
+def _decode_images(config: Config, tables: dict[str, LabelTable], prep: Preprocessing) -> None:
+    """Every image decoded once before anything is written: into the cache (`data.cache`), or, when it
+    is not cached, checked and let go (`data.verify_images`); a broken one stops the run either way."""
+    if cache_images(config.data, tables, prep) or not config.data.verify_images:
+        return
+    count, seconds = verify_images(tables)
+    if seconds >= 1.0:  # said where it is worth knowing: large data sets
+        log.info("decoded all %d images in %.1f s (data.verify_images=False skips this)", count, seconds)
+
+
 def prepare(config: Config, resume: bool = False) -> Prepared:
     """Read and check the data, build the model (weights, checkpoint), then open the experiment folder
     (a new one, or with `resume` the interrupted one, kept as it is)."""
@@ -96,13 +107,6 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     L.seed_everything(config.seed, workers=True, verbose=False)
     tables = read_splits(config.data)
     classes = tables["train"].classes
-    if config.data.verify_images:
-        count, seconds = verify_images(tables)
-        if seconds >= 1.0:  # said where it is worth knowing: large data sets
-            log.info("decoded all %d images in %.1f s (data.verify_images=False skips this)", count, seconds)
-    notes = split_warnings(tables)
-    for note in notes:
-        log.warning(note)
     model = create_model(config.model, len(classes))
     head_loaded = False
     if config.model.checkpoint:
@@ -111,6 +115,10 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     prior_loss = _init_head(config, model, tables["train"], new_head=not head_loaded and not resume)
     prep = preprocessing(model, config.data.img_size)
     head_parameter_names(model, prep.img_size)
+    _decode_images(config, tables, prep)
+    notes = split_warnings(tables)
+    for note in notes:
+        log.warning(note)
     exp_dir = open_folder(config, classes, resume)
     module = ClassifierModule(
         model,
@@ -119,6 +127,7 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
         config.scheduler,
         threshold=config.threshold,
         freeze_bn=config.model.freeze_bn,
+        channels_last=config.model.channels_last,
     )
     module.prior_loss = prior_loss
     log.info("device: %s, precision %s", device_label(config), trainer_kwargs(config)["precision"])
