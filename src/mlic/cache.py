@@ -27,13 +27,12 @@ def size_text(n: float) -> str:
     return f"{n / GB:.2f} GB" if n >= GB / 10 else f"{n / 1024**2:.1f} MB"
 
 
-def memory_budget(cfg: Data) -> float:
+def memory_budget(cfg: Data, processes: int = 1) -> float:
     """Bytes the cache may take in this process: `data.cache_memory` GB, or by default a quarter of the
-    machine's memory shared among the processes of a multi-process job on this machine."""
+    machine's memory shared among the `processes` of a multi-process job on this machine."""
     if cfg.cache_memory is not None:
         return float(cfg.cache_memory) * GB
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or 1)
     return total / 4 / max(processes, 1)
 
 
@@ -60,13 +59,13 @@ def _fill(table: LabelTable, prep: Preprocessing, pool: ThreadPoolExecutor) -> l
     return sorted(problems)
 
 
-def cache_images(cfg: Data, tables: dict[str, LabelTable], prep: Preprocessing) -> bool:
-    """Fill the cache of every split when `cfg.cache` asks for it and the images fit the budget; return
-    whether they are cached. Every image is decoded in full here, so a corrupt one stops the run with
+def cache_images(cfg: Data, tables: dict[str, LabelTable], prep: Preprocessing, processes: int = 1) -> bool:
+    """Fill the cache of every split when `cfg.cache` asks for it and the images fit the budget (shared
+    among the job's `processes` on this machine); return whether they are cached. Every image is decoded in full here, so a corrupt one stops the run with
     one sentence before anything is written (as `data.verify_images` does)."""
     if cfg.cache is False:
         return False
-    need, budget = cache_bytes(tables, prep.img_size), memory_budget(cfg)
+    need, budget = cache_bytes(tables, prep.img_size), memory_budget(cfg, processes)
     if need > budget:
         where = f"the {sum(len(t) for t in tables.values())} images at {prep.img_size[0]}x{prep.img_size[1]}"
         if cfg.cache is True:

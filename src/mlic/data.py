@@ -382,13 +382,12 @@ def make_loader(
     )
 
 
-def worker_count(cfg: Data) -> int:
+def worker_count(cfg: Data, processes: int = 1) -> int:
     """`data.num_workers`, with "auto" resolved: the CPUs this process may use (shared among the
-    processes of a multi-process job on this machine) less one for the training loop, at most 8."""
+    `processes` of a multi-process job on this machine) less one for the training loop, at most 8."""
     if cfg.num_workers != "auto":
         return int(cfg.num_workers)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or 1)
     return max(0, min(8, cpus // max(processes, 1) - 1))
 
 

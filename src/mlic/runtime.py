@@ -115,6 +115,12 @@ def check_trainer(config: Config) -> None:
         )
 
 
+def local_processes(config: Config) -> int:
+    """How many processes of the config's job run on this machine (the devices of one node; 1 without
+    DDP): what the image cache's budget and the loader workers are shared among."""
+    return max(world_size(config) // max(int(trainer_kwargs(config).get("num_nodes", 1)), 1), 1)
+
+
 def device_for(accelerator: Any = "auto") -> str:
     """ "cuda" when `accelerator` allows a GPU and there is one, else "cpu"."""
     return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"

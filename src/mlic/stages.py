@@ -27,6 +27,7 @@ from mlic.data import (
     read_splits,
     split_warnings,
     verify_images,
+    worker_count,
 )
 from mlic.errors import ConfigError
 from mlic.evaluation import Results, apply_thresholds, constant_loss, evaluate, per_class_rows, setup_loss
@@ -43,6 +44,7 @@ from mlic.runtime import (
     device_label,
     expected_warnings_silenced,
     is_rank_zero,
+    local_processes,
     trainer_kwargs,
     training_device,
     world_size,
@@ -93,7 +95,10 @@ def _init_head(config: Config, model: torch.nn.Module, train: LabelTable, new_he
 def _decode_images(config: Config, tables: dict[str, LabelTable], prep: Preprocessing) -> None:
     """Every image decoded once before anything is written: into the cache (`data.cache`), or, when it
     is not cached, checked and let go (`data.verify_images`); a broken one stops the run either way."""
-    if cache_images(config.data, tables, prep) or not config.data.verify_images:
+    local = local_processes(config)
+    if config.data.num_workers == "auto":  # resolved once, for every loader of the run
+        config.data.num_workers = worker_count(config.data, local)
+    if cache_images(config.data, tables, prep, local) or not config.data.verify_images:
         return
     count, seconds = verify_images(tables)
     if seconds >= 1.0:  # said where it is worth knowing: large data sets
@@ -202,12 +207,12 @@ class RangeTestRun:
 
 def run_lr_find(config: Config) -> RangeTestRun:
     """Only the LR range test, for every stage of the config on its starting weights; no training."""
+    results: dict[str, RangeTest] = {}
+    if not is_rank_zero():  # under torchrun or SLURM: the first process runs the tests and writes them
+        return RangeTestRun(config.experiment_dir, results)
     run_ = prepare(config)
     stages = config.resolved_stages()
     suffixes = _suffixes(stages)
-    results: dict[str, RangeTest] = {}
-    if not is_rank_zero():  # under torchrun or SLURM: the first process runs the tests and writes them
-        return RangeTestRun(run_.exp_dir, results)
     for stage in stages:
         settings = _finder_settings(stage, config.lr_finder)
         results[stage.name] = stage_range_test(config, run_, stage, settings, suffixes[stage.name])
