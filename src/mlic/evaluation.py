@@ -80,14 +80,7 @@ def probabilities(model: nn.Module, images: torch.Tensor) -> np.ndarray:
 
 def eval_module(model: nn.Module, config: Config) -> ClassifierModule:
     """`model` wrapped for evaluation with the config's loss and threshold."""
-    return ClassifierModule(
-        model,
-        config.loss,
-        config.optimizer,
-        config.scheduler,
-        threshold=config.threshold,
-        channels_last=config.model.channels_last,
-    )
+    return ClassifierModule.from_config(model, config)
 
 
 def evaluate(module: ClassifierModule, config: Config, loaders: dict[str, Any], splits: list[str]) -> Results:

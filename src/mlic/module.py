@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from mlic.checkpoints import CHECKPOINT_KEY, checkpoint_info
-from mlic.config import Stage
+from mlic.config import Config, Stage
 from mlic.metrics import multilabel_metrics
 from mlic.models import backbone_norm_modules, set_backbone_trainable
 from mlic.optim import build_optimizer, build_scheduler
@@ -53,6 +53,19 @@ class ClassifierModule(L.LightningModule):
         self.last_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         # the loss of predicting each class's train frequency (set by the runner), logged beside the first batch's
         self.prior_loss: float | None = None
+
+    @classmethod
+    def from_config(cls, model: nn.Module, config: Config) -> ClassifierModule:
+        """`model` with the config's loss, optimizer, scheduler, threshold and model settings."""
+        return cls(
+            model,
+            config.loss,
+            config.optimizer,
+            config.scheduler,
+            threshold=config.threshold,
+            freeze_bn=config.model.freeze_bn,
+            channels_last=config.model.channels_last,
+        )
 
     # ----------------------------------------------------------------------------------------- stage
 

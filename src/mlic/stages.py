@@ -125,15 +125,7 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     for note in notes:
         log.warning(note)
     exp_dir = open_folder(config, classes, resume)
-    module = ClassifierModule(
-        model,
-        config.loss,
-        config.optimizer,
-        config.scheduler,
-        threshold=config.threshold,
-        freeze_bn=config.model.freeze_bn,
-        channels_last=config.model.channels_last,
-    )
+    module = ClassifierModule.from_config(model, config)
     module.prior_loss = prior_loss
     log.info("device: %s, precision %s", device_label(config), trainer_kwargs(config)["precision"])
     return Prepared(tables, classes, prep, module, exp_dir, notes)
