@@ -65,9 +65,10 @@ def cache_images(cfg: Data, tables: dict[str, LabelTable], prep: Preprocessing, 
     one sentence before anything is written (as `data.verify_images` does)."""
     if cfg.cache is False:
         return False
+    count = sum(len(t) for t in tables.values())
     need, budget = cache_bytes(tables, prep.img_size), memory_budget(cfg, processes)
     if need > budget:
-        where = f"the {sum(len(t) for t in tables.values())} images at {prep.img_size[0]}x{prep.img_size[1]}"
+        where = f"the {count} images at {prep.img_size[0]}x{prep.img_size[1]}"
         if cfg.cache is True:
             raise ConfigError(
                 f"field 'data.cache': {where} take {size_text(need)}, over the cache's budget of "
@@ -88,13 +89,12 @@ def cache_images(cfg: Data, tables: dict[str, LabelTable], prep: Preprocessing, 
     if problems:
         for table in tables.values():
             table.images = None
-        count = sum(len(t) for t in tables.values())
         raise unusable_images(
             problems, count, "data.cache=False and data.verify_images=False skip this check"
         )
     log.info(
         "cached %d decoded images (%s) in %.1f s (data.cache=False reads them from disk instead)",
-        sum(len(t) for t in tables.values()),
+        count,
         size_text(need),
         time.time() - start,
     )

@@ -95,10 +95,7 @@ def _init_head(config: Config, model: torch.nn.Module, train: LabelTable, new_he
 def _decode_images(config: Config, tables: dict[str, LabelTable], prep: Preprocessing) -> None:
     """Every image decoded once before anything is written: into the cache (`data.cache`), or, when it
     is not cached, checked and let go (`data.verify_images`); a broken one stops the run either way."""
-    local = local_processes(config)
-    if config.data.num_workers == "auto":  # resolved once, for every loader of the run
-        config.data.num_workers = worker_count(config.data, local)
-    if cache_images(config.data, tables, prep, local) or not config.data.verify_images:
+    if cache_images(config.data, tables, prep, local_processes(config)) or not config.data.verify_images:
         return
     count, seconds = verify_images(tables)
     if seconds >= 1.0:  # said where it is worth knowing: large data sets
@@ -110,6 +107,8 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     (a new one, or with `resume` the interrupted one, kept as it is)."""
     check_trainer(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
+    if config.data.num_workers == "auto":  # resolved once, for every loader of the run
+        config.data.num_workers = worker_count(config.data, local_processes(config))
     tables = read_splits(config.data)
     classes = tables["train"].classes
     model = create_model(config.model, len(classes))
