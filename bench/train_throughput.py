@@ -1,7 +1,7 @@
 """Training throughput: train.py's path against a bare PyTorch loop over pre-decoded tensors, paired.
 
 Usage (from the repo root, after `make install`):
-    .venv/bin/python bench/train_throughput.py [--data data/demo] [--reps 3] [--cache on off]
+    .venv/bin/python bench/train_throughput.py [--data data/demo] [--reps 3] [--cache on off] [--compile]
 
 Both train the same model (`--model`, random init), batch, image size, AdamW + OneCycleLR schedule and
 augmentation (horizontal flips, p=0.5) for the same number of optimizer steps on the train split:
@@ -15,7 +15,9 @@ augmentation (horizontal flips, p=0.5) for the same number of optimizer steps on
   times every phase of every step.
 
 Each repetition runs bare, then mlic for each `--cache` setting, in fresh processes, so the machine's
-drift hits all alike; the medians of `--reps` repetitions are printed. Images/s counts training
+drift hits all alike; the medians of `--reps` repetitions are printed. A step's time runs from the
+previous step's end to its own (loader wait included); its median over a run is less sensitive to
+the machine's hiccups than the total, so "vs bare (steps)" compares median steps. Images/s counts training
 images over the time of the training steps (for mlic: from the first batch's start to the last
 batch's end of each epoch, validation excluded); "wall" is the whole process, startup and
 validation included. The profile splits mlic's epoch time into loader wait, forward (with the loss
@@ -51,7 +53,13 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def settings(args: argparse.Namespace) -> dict:
     return dict(
-        model=args.model, img=args.img_size, batch=args.batch, steps=args.steps, epochs=args.epochs, lr=1e-3
+        model=args.model,
+        img=args.img_size,
+        batch=args.batch,
+        steps=args.steps,
+        epochs=args.epochs,
+        lr=1e-3,
+        compile=args.compile,
     )
 
 
@@ -81,8 +89,10 @@ def bare(data: Path, s: dict) -> dict:
     model.train()
     order = torch.randperm(len(images))
     position = 0
+    step_s = []
     start = time.perf_counter()
     for _ in range(total):
+        step_start = time.perf_counter()
         if position + s["batch"] > len(order):
             order, position = torch.randperm(len(images)), 0
         index = order[position : position + s["batch"]]
@@ -96,8 +106,14 @@ def bare(data: Path, s: dict) -> dict:
         loss.backward()
         optimizer.step()
         scheduler.step()
+        step_s.append(time.perf_counter() - step_start)
     seconds = time.perf_counter() - start
-    return {"images_s": total * s["batch"] / seconds, "train_s": seconds, "decode_s": decode}
+    return {
+        "images_s": total * s["batch"] / seconds,
+        "train_s": seconds,
+        "decode_s": decode,
+        "step_s": step_s,
+    }
 
 
 # ---------------------------------------------------------------------------------------- mlic's path
@@ -110,6 +126,7 @@ class PhaseTimer(L.Callback):
         self.phases = dict(loader=0.0, forward=0.0, backward=0.0, optimizer=0.0, rest=0.0, validation=0.0)
         self.train_s = 0.0
         self.steps = 0
+        self.step_s: list[float] = []
         self._mark = None
         self._epoch_start: float | None = None
 
@@ -124,6 +141,7 @@ class PhaseTimer(L.Callback):
         self._mark = self._epoch_start
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._step_start = self._mark  # the previous step's end: a step's time includes its loader wait
         self._lap("loader")
 
     def on_before_backward(self, trainer, module, loss) -> None:
@@ -139,6 +157,7 @@ class PhaseTimer(L.Callback):
         self._lap("optimizer")  # the step itself, the scheduler and the step's logging
         self.steps += 1
         self._last_batch_end = time.perf_counter()
+        self.step_s.append(self._last_batch_end - self._step_start)
 
     def on_validation_epoch_start(self, trainer, module) -> None:
         if self._epoch_start is not None:  # the validation at the end of a training epoch
@@ -164,7 +183,7 @@ def mlic(data: Path, s: dict, cache: str, workers: int, out: Path) -> dict:
             augmentations=A.HorizontalFlip(p=0.5),
             cache=cache == "on",
         ),
-        model=Model(name=s["model"], pretrained=False),
+        model=Model(name=s["model"], pretrained=False, compile=s["compile"]),
         optimizer=partial(torch.optim.AdamW, lr=s["lr"], weight_decay=1e-2),
         scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=s["lr"]),
         stages=[Stage("full", epochs=s["epochs"], lr=s["lr"])],
@@ -181,6 +200,7 @@ def mlic(data: Path, s: dict, cache: str, workers: int, out: Path) -> dict:
         "train_s": timer.train_s,
         "wall_s": wall,
         "phases": timer.phases,
+        "step_s": timer.step_s,
     }
 
 
@@ -210,6 +230,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cache", nargs="+", default=["off", "on"])
+    parser.add_argument("--compile", action="store_true", help="train.py's path with Model(compile=True)")
     parser.add_argument("--out", type=Path, default=Path("experiments/bench_throughput"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,16 +253,25 @@ def main() -> int:
     print(
         f"\n{s['model']}, {s['img']}x{s['img']}, batch {s['batch']}, {s['epochs']} x {s['steps']} steps, "
         f"{n} train images, data.num_workers={args.workers}, torch threads {torch.get_num_threads()}, "
+        f"{'Model(compile=True), ' if args.compile else ''}"
         f"median of {args.reps}\n"
     )
     bare_rate = statistics.median(r["images_s"] for r in runs["bare"])
-    print("| path | train images/s | vs bare | training s | wall s |\n|---|---|---|---|---|")
+    bare_step = statistics.median(statistics.median(r["step_s"]) for r in runs["bare"])
+    print(
+        "| path | train images/s | vs bare | median step s | vs bare (steps) | training s | wall s |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for kind in kinds:
         rate = statistics.median(r["images_s"] for r in runs[kind])
+        step = statistics.median(statistics.median(r["step_s"]) for r in runs[kind])
         train = statistics.median(r["train_s"] for r in runs[kind])
         wall = statistics.median(r["wall_s"] for r in runs[kind])
         label = "bare loop (pre-decoded)" if kind == "bare" else f"train.py path, cache {kind.split('_')[1]}"
-        print(f"| {label} | {rate:.0f} | {rate / bare_rate:.2f}x | {train:.1f} | {wall:.1f} |")
+        print(
+            f"| {label} | {rate:.0f} | {rate / bare_rate:.2f}x | {step:.3f} | {bare_step / step:.2f}x "
+            f"| {train:.1f} | {wall:.1f} |"
+        )
     print("\n| path | " + " | ".join(PhaseTimer().phases) + " |\n|---|" + "---|" * len(PhaseTimer().phases))
     for kind in kinds[1:]:
         phases = {p: statistics.median(r["phases"][p] for r in runs[kind]) for p in PhaseTimer().phases}

@@ -99,6 +99,8 @@ class Model:
     kwargs: dict = field(default_factory=dict)
     prior_init: bool = True
     channels_last: bool = True  # weights and batches in channels-last memory order (faster convolutions)
+    # torch.compile the model for training and evaluation: False, True, or torch.compile's arguments
+    compile: bool | dict = False
 
 
 @dataclass

@@ -34,11 +34,16 @@ class ClassifierModule(L.LightningModule):
         threshold: float = 0.5,
         freeze_bn: bool = True,
         channels_last: bool = False,
+        compile: bool | dict = False,
     ) -> None:
         super().__init__()
         # channels-last weights and inputs: the faster convolution kernels on CPUs and GPUs alike
         self.channels_last = channels_last
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        # torch.compile's arguments, or None; the compiled wrapper is built on the first step and kept
+        # outside the module's children, so checkpoints hold the plain model's keys
+        self.compile_args = (compile if isinstance(compile, dict) else {}) if compile else None
+        self._compiled: list[Callable] = []
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -65,6 +70,7 @@ class ClassifierModule(L.LightningModule):
             threshold=config.threshold,
             freeze_bn=config.model.freeze_bn,
             channels_last=config.model.channels_last,
+            compile=config.model.compile,
         )
 
     # ----------------------------------------------------------------------------------------- stage
@@ -89,7 +95,11 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        if self.compile_args is None:
+            return self.model(x)
+        if not self._compiled:
+            self._compiled.append(torch.compile(self.model, **self.compile_args))
+        return self._compiled[0](x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
