@@ -1,6 +1,6 @@
 """mlic: multi-label image classification from plain-Python configs, on Lightning + timm."""
 
-from mlic.config import SWA, Config, Data, LRFinder, Model, Stage, env_path
+from mlic.config import SWA, Config, Data, LRFinder, Mixing, Model, Stage, env_path
 from mlic.config_file import load_config
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
 
@@ -11,6 +11,7 @@ __all__ = [
     "Stage",
     "LRFinder",
     "SWA",
+    "Mixing",
     "env_path",
     "load_config",
     "MlicError",

@@ -110,6 +110,8 @@ class Stage:
     name: str
     epochs: int
     freeze_backbone: bool = False
+    # more to freeze: module-name patterns (["conv1", "layer1.*"]) or a fraction of the backbone's layers
+    freeze: list[str] | float | None = None
     lr: float | Literal["find"] | LRFinder | None = None
     backbone_lr_scale: float = 1.0
 
@@ -137,6 +139,17 @@ class SWA:
     @property
     def selection(self) -> str:
         return "last" if self.last_k else "top"
+
+
+@dataclass
+class Mixing:
+    """MixUp or CutMix of the training batches (`mlic.mixing`): `strategy` "mixup", "cutmix" or "both"
+    (one of the two at random per batch), applied to a batch with probability `p`, λ ~ Beta(`alpha`,
+    `alpha`)."""
+
+    strategy: Literal["mixup", "cutmix", "both"] = "mixup"
+    p: float = 1.0
+    alpha: float = 0.4
 
 
 def _default_optimizer() -> Callable:
@@ -173,6 +186,7 @@ class Config:
     output_dir: str = "experiments"
     lr_finder: LRFinder | None = None
     swa: SWA = field(default_factory=SWA)
+    mixing: Mixing | None = None
 
     def resolved_stages(self) -> list[Stage]:
         """The stages to run; a config without `stages` is one full stage of `epochs`."""
@@ -266,4 +280,4 @@ def apply_override(config: Config, assignment: str) -> None:
                 raise ConfigError(f"--set {key}: {'.'.join(parts[: depth + 1])} is None in this config")
 
 
-__all__ = ["Config", "Data", "Model", "Stage", "SWA", "LRFinder", "env_path", "apply_override"]
+__all__ = ["Config", "Data", "Model", "Stage", "SWA", "LRFinder", "Mixing", "env_path", "apply_override"]

@@ -186,6 +186,14 @@ def validate(config: Config, where: str = "config") -> Config:
         raise ConfigError(
             f"{where}: field 'data.image_pattern' must contain '{{id}}', got {d.image_pattern!r}"
         )
+    if config.mixing is not None:
+        m = config.mixing
+        if not 0.0 <= m.p <= 1.0:
+            raise ConfigError(f"{where}: field 'mixing.p' must be a probability between 0 and 1, got {m.p}")
+        if not m.alpha > 0:
+            raise ConfigError(
+                f"{where}: field 'mixing.alpha' must be above 0 (λ ~ Beta(alpha, alpha)), got {m.alpha}"
+            )
     if not 0.0 < config.threshold < 1.0:
         raise ConfigError(f"{where}: field 'threshold' must be between 0 and 1, got {config.threshold}")
     if config.monitor not in METRICS:

@@ -3,6 +3,7 @@ backbone/head split, freezing, and the prior-initialised head."""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from pathlib import Path
 
@@ -202,6 +203,81 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
     head = head_parameter_names(model)
     for name, p in model.named_parameters():
         p.requires_grad_(trainable or name in head)
+
+
+def backbone_layers(model: nn.Module) -> list[str]:
+    """The backbone's layers from the input side: the modules that hold parameters of their own (convs,
+    norms, linears, a ViT's embeddings), in the order the model registers them (timm's: input first)."""
+    head = head_parameter_names(model)
+    layers: list[str] = []
+    for name, _ in model.named_parameters():
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        if name not in head and (not layers or layers[-1] != owner):
+            layers.append(owner)
+    return list(dict.fromkeys(layers))
+
+
+def _prefixes(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def frozen_parameter_names(
+    model: nn.Module, freeze_backbone: bool, freeze: list[str] | float | None, where: str
+) -> set[str]:
+    """Names of the parameters a stage freezes: the backbone's with `freeze_backbone`; with `freeze`,
+    those a module-name pattern matches (fnmatch, against the parameter's name or any module above it:
+    "layer1.*", "conv1", "blocks.[0-5].*") or, for a fraction, those of the first `freeze × len(layers)`
+    of `backbone_layers`. A pattern that matches nothing, a fraction outside [0, 1] or a stage that
+    leaves nothing to train is a ConfigError naming `where`."""
+    head = head_parameter_names(model)
+    names = [n for n, _ in model.named_parameters()]
+    frozen = {n for n in names if n not in head} if freeze_backbone else set()
+    if isinstance(freeze, bool):
+        raise ConfigError(
+            f"field '{where}': expected module-name patterns or a fraction, got {freeze} (use freeze_backbone)"
+        )
+    if isinstance(freeze, (int, float)):
+        if not 0.0 <= freeze <= 1.0:
+            raise ConfigError(
+                f"field '{where}': a fraction of the backbone's layers is between 0 and 1, got {freeze}"
+            )
+        layers = backbone_layers(model)
+        first = set(layers[: round(freeze * len(layers))])
+        frozen |= {n for n in names if n not in head and (n.rsplit(".", 1)[0] if "." in n else "") in first}
+    elif freeze:
+        patterns = [freeze] if isinstance(freeze, str) else list(freeze)
+        for pattern in patterns:
+            matched = {n for n in names if any(fnmatch.fnmatchcase(q, pattern) for q in _prefixes(n))}
+            if not matched:
+                top = list(dict.fromkeys(n.split(".")[0] for n in names))
+                raise ConfigError(
+                    f"field '{where}': pattern {pattern!r} matches no parameter of the model "
+                    f"(its top-level modules: {', '.join(top)})"
+                )
+            frozen |= matched
+    if frozen and len(frozen) == len(names):
+        raise ConfigError(f"field '{where}': the stage freezes every parameter, so it has nothing to train")
+    return frozen
+
+
+def set_frozen(model: nn.Module, frozen: set[str]) -> None:
+    """Every parameter trains but those named in `frozen`."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+
+
+def frozen_norm_modules(model: nn.Module, frozen: set[str], backbone: bool) -> list[nn.Module]:
+    """BatchNorm layers to keep in eval mode: those whose parameters are all frozen, and with
+    `backbone` (the backbone frozen) every backbone BatchNorm, affine or not."""
+    found = backbone_norm_modules(model) if backbone else []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or any(m is f for f in found):
+            continue
+        params = [f"{name}.{n}" if name else n for n, _ in m.named_parameters(recurse=False)]
+        if params and all(p in frozen for p in params):
+            found.append(m)
+    return found
 
 
 def backbone_norm_modules(model: nn.Module) -> list[nn.Module]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -14,9 +15,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from mlic.checkpoints import CHECKPOINT_KEY, checkpoint_info
-from mlic.config import Config, Stage
+from mlic.config import Config, Mixing, Stage
 from mlic.metrics import multilabel_metrics
-from mlic.models import backbone_norm_modules, set_backbone_trainable
+from mlic.mixing import mix_batch, mixed_loss
+from mlic.models import frozen_norm_modules, frozen_parameter_names, set_frozen
 from mlic.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("mlic")
@@ -35,6 +37,8 @@ class ClassifierModule(L.LightningModule):
         freeze_bn: bool = True,
         channels_last: bool = False,
         compile: bool | dict = False,
+        mixing: Mixing | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # channels-last weights and inputs: the faster convolution kernels on CPUs and GPUs alike
@@ -44,13 +48,17 @@ class ClassifierModule(L.LightningModule):
         # outside the module's children, so checkpoints hold the plain model's keys
         self.compile_args = (compile if isinstance(compile, dict) else {}) if compile else None
         self._compiled: list[Callable] = []
+        # MixUp/CutMix of the training batches; its draws are seeded per (seed, process, stage, epoch)
+        self.mixing = mixing
+        self.seed = seed
+        self._mix_rng = np.random.default_rng(seed)
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.threshold = threshold
         self.freeze_bn = freeze_bn
         self.stage: Stage | None = None
-        self._bn_frozen = False
+        self._frozen_norms: list[nn.Module] = []
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         self._train_loss = [0.0, 0]
         self.epoch_summary: dict[str, float] = {}
@@ -71,6 +79,8 @@ class ClassifierModule(L.LightningModule):
             freeze_bn=config.model.freeze_bn,
             channels_last=config.model.channels_last,
             compile=config.model.compile,
+            mixing=config.mixing,
+            seed=config.seed,
         )
 
     # ----------------------------------------------------------------------------------------- stage
@@ -78,15 +88,19 @@ class ClassifierModule(L.LightningModule):
     def set_stage(self, stage: Stage) -> None:
         """Freeze or unfreeze the backbone for `stage`; the next `fit` builds its optimizer afresh."""
         self.stage = stage
-        set_backbone_trainable(self.model, not stage.freeze_backbone)
-        self._bn_frozen = stage.freeze_backbone and self.freeze_bn
+        where = f"stages.{stage.name}.freeze"
+        frozen = frozen_parameter_names(self.model, stage.freeze_backbone, stage.freeze, where)
+        set_frozen(self.model, frozen)
+        # requires_grad=False alone keeps updating BatchNorm running statistics in train mode
+        self._frozen_norms = (
+            frozen_norm_modules(self.model, frozen, stage.freeze_backbone) if self.freeze_bn else []
+        )
         self.train(self.training)
 
     def train(self, mode: bool = True) -> ClassifierModule:
         super().train(mode)
-        # requires_grad=False alone keeps updating BatchNorm running statistics in train mode.
-        if mode and getattr(self, "_bn_frozen", False):
-            for m in backbone_norm_modules(self.model):
+        if mode:
+            for m in getattr(self, "_frozen_norms", []):
                 m.eval()
         return self
 
@@ -103,7 +117,11 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss_fn(self(x), y)
+        if self.mixing is None:
+            loss = self.loss_fn(self(x), y)
+        else:
+            x, perm, lam = mix_batch(x, self.mixing, self._mix_rng)
+            loss = mixed_loss(self.loss_fn, self(x), y, perm, lam)
         if batch_idx == 0 and self.trainer.global_step == 0 and self.trainer.current_epoch == 0:
             prior = f" (prior loss {self.prior_loss:.4f})" if self.prior_loss is not None else ""
             log.info(
@@ -120,6 +138,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._train_loss = [0.0, 0]
+        stage = zlib.crc32((self.stage.name if self.stage else "").encode())
+        self._mix_rng = np.random.default_rng([self.seed, self.global_rank, stage, self.current_epoch])
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         x, y = batch

@@ -34,7 +34,14 @@ from mlic.evaluation import Results, apply_thresholds, constant_loss, evaluate, 
 from mlic.images import Preprocessing
 from mlic.lr_finder import RangeTest, describe, range_test
 from mlic.metrics import prior_logits
-from mlic.models import create_model, head_parameter_names, load_checkpoint, preprocessing, prior_init_head
+from mlic.models import (
+    create_model,
+    frozen_parameter_names,
+    head_parameter_names,
+    load_checkpoint,
+    preprocessing,
+    prior_init_head,
+)
 from mlic.module import ClassifierModule
 from mlic.report import save_lr_curve, write_lr_report, write_report
 from mlic.resume import mark_finished, open_folder, resume_point, resume_stage
@@ -119,6 +126,8 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     prior_loss = _init_head(config, model, tables["train"], new_head=not head_loaded and not resume)
     prep = preprocessing(model, config.data.img_size)
     head_parameter_names(model, prep.img_size)
+    for stage in config.resolved_stages():  # a wrong pattern stops now, not after the stages before it
+        frozen_parameter_names(model, stage.freeze_backbone, stage.freeze, f"stages.{stage.name}.freeze")
     _decode_images(config, tables, prep)
     notes = split_warnings(tables)
     for note in notes:
@@ -283,7 +292,7 @@ def _fit(
         "stage %s: %d epoch(s), backbone %s, lr %s",
         stage.name,
         stage.epochs,
-        "frozen" if stage.freeze_backbone else "trainable",
+        "frozen" if stage.freeze_backbone else f"frozen by {stage.freeze!r}" if stage.freeze else "trainable",
         f"{stage.lr:.2e}" if stage.lr is not None else "from the optimizer",
     )
     run_.module.set_stage(stage)

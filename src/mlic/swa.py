@@ -3,6 +3,7 @@ re-estimate BatchNorm statistics, and compare the result with the best single ch
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -28,7 +29,7 @@ from mlic.config import Config
 from mlic.data import LabelTable, make_loader
 from mlic.errors import CheckpointError, ConfigError
 from mlic.evaluation import Results, TrainedModel, eval_module, evaluate, open_experiment
-from mlic.models import create_model
+from mlic.models import create_model, frozen_norm_modules, frozen_parameter_names
 from mlic.report import write_swa_report
 from mlic.runtime import training_device
 
@@ -228,10 +229,18 @@ def _batchnorm(
             f"BatchNorm statistics kept as trained: stage {stage} froze the backbone and its BatchNorm "
             f"(model.freeze_bn), so the head was trained against them"
         )
+    # BatchNorm layers the stage froze by `freeze` kept their statistics in training: kept here too
+    kept = []
+    if stage_cfg is not None and stage_cfg.freeze is not None and config.model.freeze_bn:
+        names = frozen_parameter_names(model, False, stage_cfg.freeze, f"stages.{stage}.freeze")
+        kept = [(m, copy.deepcopy(m.state_dict())) for m in frozen_norm_modules(model, names, False)]
     if reestimate_bn(model, loader, training_device(config)):
+        for m, state in kept:
+            m.load_state_dict(state)
+        but = f" (the {len(kept)} the stage froze kept theirs)" if kept else ""
         return (
             f"BatchNorm statistics re-estimated with one pass over the {len(train)} training "
-            f"images, without augmentation"
+            f"images, without augmentation{but}"
         )
     return "the model has no BatchNorm layers, so there were no statistics to re-estimate"
 
