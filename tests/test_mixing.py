@@ -71,7 +71,11 @@ def test_mixed_loss_keeps_zero_one_targets_for_other_losses():
 
 @pytest.mark.parametrize(
     ("mixing", "field"),
-    [(Mixing(p=1.5), "mixing.p"), (Mixing(alpha=0.0), "mixing.alpha"), (Mixing(strategy="mixdown"), "mixing")],
+    [
+        (Mixing(p=1.5), "mixing.p"),
+        (Mixing(alpha=0.0), "mixing.alpha"),
+        (Mixing(strategy="mixdown"), "mixing"),
+    ],
 )
 def test_bad_mixing_is_one_sentence_naming_the_field(dataset: Path, mixing: Mixing, field: str):
     config = tiny_config(dataset)

@@ -177,6 +177,10 @@ def validate(config: Config, where: str = "config") -> Config:
         raise ConfigError(
             f"{where}: field 'data.cache_memory' must be a positive number of GB, got {d.cache_memory}"
         )
+    if not 0.0 < d.data_fraction <= 1.0:
+        raise ConfigError(
+            f"{where}: field 'data.data_fraction' must be above 0 and at most 1, got {d.data_fraction}"
+        )
     if d.num_iteration_on_epoch is not None and d.num_iteration_on_epoch <= 0:
         raise ConfigError(
             f"{where}: field 'data.num_iteration_on_epoch' must be positive or None, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import multiprocessing
 import os
 import random
@@ -23,6 +24,8 @@ from mlic.config import Config, Data
 from mlic.errors import DataError
 from mlic.images import ImageTransform, Preprocessing, read_rgb
 from mlic.runtime import process_index
+
+log = logging.getLogger("mlic")
 
 
 @dataclass
@@ -182,13 +185,42 @@ def check_images(table: LabelTable) -> None:
         )
 
 
-def read_splits(cfg: Data) -> dict[str, LabelTable]:
-    """Read train/valid/(test) tables; the class list is fixed by `cfg.classes` or the train table."""
+def train_fraction(table: LabelTable, fraction: float, seed: int) -> LabelTable:
+    """About `fraction` of `table`'s rows, stratified on the labels: each class keeps about `fraction`
+    of its positives (the same rows for the same seed)."""
+    from mlic.split import _take  # split reads tables with this module's readers
+
+    n = len(table)
+    wanted = round(n * fraction)
+    if wanted < 1:
+        raise DataError(
+            f"data.data_fraction {fraction} of the {n} rows of {table.source} is no row; raise data_fraction"
+        )
+    rng = np.random.RandomState(seed)
+    try:  # stratified on each class's positives, so the row count is about `wanted`, not exactly
+        _, rows = _take(table.targets, np.arange(n), wanted / n, rng)
+    except ValueError:  # too few rows for the stratified splitter: a plain random subset
+        rows = np.sort(rng.permutation(n)[:wanted])
+    log.info(
+        "data.data_fraction %g: training on %d of the %d rows of %s (stratified)",
+        fraction,
+        len(rows),
+        n,
+        table.source.name,
+    )
+    return LabelTable(table.source, table.ids[rows], table.paths[rows], table.targets[rows], table.classes)
+
+
+def read_splits(cfg: Data, seed: int = 0) -> dict[str, LabelTable]:
+    """Read train/valid/(test) tables; the class list is fixed by `cfg.classes` or the train table.
+    With `cfg.data_fraction` below 1, train keeps that stratified share of its rows (drawn with `seed`)."""
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"data.root {root} is not a folder; set ROOT_PATH or data.root to the dataset folder")
     tables = {"train": read_table(root / cfg.train, cfg, cfg.classes)}
     classes = tables["train"].classes
+    if cfg.data_fraction < 1.0:
+        tables["train"] = train_fraction(tables["train"], cfg.data_fraction, seed)
     tables["valid"] = read_table(root / cfg.valid, cfg, classes)
     if cfg.test:
         tables["test"] = read_table(root / cfg.test, cfg, classes)

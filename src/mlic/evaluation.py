@@ -190,7 +190,7 @@ def open_experiment(
     mf = load_model_file(path)
     if config is None:
         return TrainedModel(exp_dir, path, mf)
-    tables = read_splits(config.data)
+    tables = read_splits(config.data, config.seed)
     if tables["train"].classes != mf.classes:
         raise DataError(
             f"{path} was trained on the classes {', '.join(mf.classes)}, but {config.data.train} has "

@@ -116,7 +116,7 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     L.seed_everything(config.seed, workers=True, verbose=False)
     if config.data.num_workers == "auto":  # resolved once, for every loader of the run
         config.data.num_workers = worker_count(config.data, local_processes(config))
-    tables = read_splits(config.data)
+    tables = read_splits(config.data, config.seed)
     classes = tables["train"].classes
     model = create_model(config.model, len(classes))
     head_loaded = False
