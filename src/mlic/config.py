@@ -190,6 +190,7 @@ class Config:
     lr_finder: LRFinder | None = None
     swa: SWA = field(default_factory=SWA)
     mixing: Mixing | None = None
+    log_environment: bool = True  # log versions, devices, git commit and command line as a run starts
 
     def resolved_stages(self) -> list[Stage]:
         """The stages to run; a config without `stages` is one full stage of `epochs`."""

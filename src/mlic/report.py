@@ -13,6 +13,7 @@ from matplotlib.figure import Figure  # no pyplot: the process's matplotlib back
 
 from mlic import io
 from mlic.config import Config
+from mlic.environment import environment_markdown
 from mlic.lr_finder import DEFAULT_RULE, RULE_TEXT, RangeTest, sensible_range
 from mlic.metrics import COLUMNS, TUNED
 
@@ -147,6 +148,7 @@ def write_report(
     train_time: float,
     classes_table: list[dict[str, Any]] | None = None,
     notes: Sequence[str] = (),
+    environment: dict[str, str] | None = None,
 ) -> None:
     """Write `report.md` (and `curves.png`, `per_class_ap.png`) into the experiment folder."""
     if rows:
@@ -154,7 +156,7 @@ def write_report(
     per_class_text = _per_class_section(exp_dir, classes_table) if classes_table else ""
     stages = ", ".join(
         f"{s.name} ({s.epochs} epoch{'s' if s.epochs != 1 else ''}"
-        f"{', backbone frozen' if s.freeze_backbone else ''})"
+        f"{', backbone frozen' if s.freeze_backbone else f', frozen {s.freeze!r}' if s.freeze else ''})"
         for s in config.resolved_stages()
     )
     best = f"stage `{best_row['stage']}`, epoch {best_row['epoch']}" if best_row else "none"
@@ -165,6 +167,7 @@ def write_report(
     )
     warnings_text = "".join(f"- warning: {n}\n" for n in notes)
     warnings_text = f"\n## Data warnings\n\n{warnings_text}" if notes else ""
+    environment_text = f"\n## Environment\n\n{environment_markdown(environment)}\n" if environment else ""
     text = f"""# {config.experiment_name}
 
 - model: `{config.model.name}`, {len(classes)} classes: {", ".join(classes)}
@@ -184,7 +187,7 @@ def write_report(
 ## Epochs
 
 {epochs_table(rows)}
-{warnings_text}"""
+{warnings_text}{environment_text}"""
     io.write_text(exp_dir / "report.md", text)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from mlic.data import (
     verify_images,
     worker_count,
 )
+from mlic.environment import environment, environment_block
 from mlic.errors import ConfigError
 from mlic.evaluation import Results, apply_thresholds, constant_loss, evaluate, per_class_rows, setup_loss
 from mlic.images import Preprocessing
@@ -73,6 +74,7 @@ class Prepared:
     module: ClassifierModule
     exp_dir: Path
     notes: list[str]  # data warnings, for the log and report.md
+    environment: dict[str, str] = field(default_factory=dict)  # versions, devices, commit, command line
 
 
 def _init_head(config: Config, model: torch.nn.Module, train: LabelTable, new_head: bool) -> float:
@@ -113,6 +115,9 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     """Read and check the data, build the model (weights, checkpoint), then open the experiment folder
     (a new one, or with `resume` the interrupted one, kept as it is)."""
     check_trainer(config)
+    facts = environment(getattr(config, "source_path", None))
+    if config.log_environment:
+        log.info(environment_block(facts))
     L.seed_everything(config.seed, workers=True, verbose=False)
     if config.data.num_workers == "auto":  # resolved once, for every loader of the run
         config.data.num_workers = worker_count(config.data, local_processes(config))
@@ -136,7 +141,7 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     module = ClassifierModule.from_config(model, config)
     module.prior_loss = prior_loss
     log.info("device: %s, precision %s", device_label(config), trainer_kwargs(config)["precision"])
-    return Prepared(tables, classes, prep, module, exp_dir, notes)
+    return Prepared(tables, classes, prep, module, exp_dir, notes, facts)
 
 
 # ------------------------------------------------------------------------------------- the range test
@@ -353,6 +358,7 @@ def _final(
         train_time,
         classes_table,
         run_.notes,
+        run_.environment,
     )
     tuned = thresholds_file(exp_dir) if thresholds is not None else None
     return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), tuned, range_tests)
