@@ -78,11 +78,30 @@ class ExperimentRecorder(Callback):
         if not trainer.is_global_zero:
             return
         write_metrics(self.exp_dir / "metrics.csv", self.rows)
+        self.forward_row(row, len(self.rows))
         value = summary.get(self.monitor)
         if self._improved(value):
             self.best_value = value
             self.best_row = row
             io.save_torch(self.exp_dir / "model.best.pth", self.model_file(module.model, row))
+
+    def forward_row(self, row: dict[str, Any], index: int) -> None:
+        """Give the config's loggers the row's numbers (stage, epoch and step aside) at step `index`, the
+        epoch's number across stages, so every logger's curve has one point per row of metrics.csv."""
+        if not self.config.loggers:
+            return
+        metrics = {
+            k: float(v)
+            for k, v in row.items()
+            if k not in ("stage", "epoch", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        for logger in self.config.loggers:
+            logger.log_metrics(metrics, step=index)
+            logger.save()
+
+    def finalize_loggers(self, status: str = "success") -> None:
+        for logger in self.config.loggers:
+            logger.finalize(status)
 
     def restore(self, rows: list[dict[str, Any]]) -> None:
         """Continue after the rows of an interrupted run: its best model stays the one to beat."""

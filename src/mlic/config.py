@@ -24,7 +24,7 @@ from mlic.metrics import COLUMNS
 TRAINER_OWNED = {
     "max_epochs": "Stage(epochs=...) or epochs",
     "callbacks": "callbacks",
-    "logger": "nothing (mlic logs to the experiment folder)",
+    "logger": "loggers (mlic's own CSV files are always written)",
     "default_root_dir": "output_dir",
 }
 
@@ -190,6 +190,8 @@ class Config:
     lr_finder: LRFinder | None = None
     swa: SWA = field(default_factory=SWA)
     mixing: Mixing | None = None
+    # Lightning loggers (TensorBoard, MLflow, W&B...) that get every row of metrics.csv, one point an epoch
+    loggers: list = field(default_factory=list)
     log_environment: bool = True  # log versions, devices, git commit and command line as a run starts
 
     def resolved_stages(self) -> list[Stage]:

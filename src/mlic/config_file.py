@@ -190,6 +190,12 @@ def validate(config: Config, where: str = "config") -> Config:
         raise ConfigError(
             f"{where}: field 'data.image_pattern' must contain '{{id}}', got {d.image_pattern!r}"
         )
+    for i, logger in enumerate(config.loggers):
+        if not callable(getattr(logger, "log_metrics", None)):
+            raise ConfigError(
+                f"{where}: field 'loggers[{i}]' is a {type(logger).__name__}, not a Lightning logger "
+                f"(e.g. lightning.pytorch.loggers.TensorBoardLogger('experiments/tb'))"
+            )
     if config.mixing is not None:
         m = config.mixing
         if not 0.0 <= m.p <= 1.0:

@@ -115,9 +115,6 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     """Read and check the data, build the model (weights, checkpoint), then open the experiment folder
     (a new one, or with `resume` the interrupted one, kept as it is)."""
     check_trainer(config)
-    facts = environment(getattr(config, "source_path", None))
-    if config.log_environment:
-        log.info(environment_block(facts))
     L.seed_everything(config.seed, workers=True, verbose=False)
     if config.data.num_workers == "auto":  # resolved once, for every loader of the run
         config.data.num_workers = worker_count(config.data, local_processes(config))
@@ -140,6 +137,9 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     exp_dir = open_folder(config, classes, resume)
     module = ClassifierModule.from_config(model, config)
     module.prior_loss = prior_loss
+    facts = environment(getattr(config, "source_path", None))
+    if config.log_environment:  # once everything is checked: a bad input stays one sentence
+        log.info(environment_block(facts))
     log.info("device: %s, precision %s", device_label(config), trainer_kwargs(config)["precision"])
     return Prepared(tables, classes, prep, module, exp_dir, notes, facts)
 
@@ -404,4 +404,6 @@ def run(config: Config, lr_find: bool = False, resume: bool = False) -> Training
     outcome = _final(config, run_, recorder, loaders, time.time() - started, range_tests)
     if range_tests and is_rank_zero():
         write_lr_report(run_.exp_dir, config, range_tests, suffixes, append=True)
+    if is_rank_zero():
+        recorder.finalize_loggers()
     return outcome
