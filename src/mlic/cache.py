@@ -16,6 +16,7 @@ from mlic.config import Data
 from mlic.data import LabelTable, decode_checked, unusable_images
 from mlic.errors import ConfigError
 from mlic.images import Preprocessing, resize
+from mlic.progress import progress
 
 log = logging.getLogger("mlic")
 
@@ -41,7 +42,9 @@ def cache_bytes(tables: dict[str, LabelTable], img_size: tuple[int, int]) -> int
     return sum(len(t) for t in tables.values()) * img_size[0] * img_size[1] * 3
 
 
-def _fill(table: LabelTable, prep: Preprocessing, pool: ThreadPoolExecutor) -> list[tuple[str, str]]:
+def _fill(
+    table: LabelTable, prep: Preprocessing, pool: ThreadPoolExecutor, show_progress: bool = True
+) -> list[tuple[str, str]]:
     """Decode and resize every image of `table` into `table.images`; return the ones that failed."""
     h, w = prep.img_size
     images = np.empty((len(table), h, w, 3), dtype=np.uint8)
@@ -54,12 +57,21 @@ def _fill(table: LabelTable, prep: Preprocessing, pool: ThreadPoolExecutor) -> l
         else:
             images[i] = resize(image, prep.img_size, prep.interpolation)
 
-    list(pool.map(one, range(len(table)), chunksize=32))
+    name = table.source.stem
+    list(
+        progress(pool.map(one, range(len(table)), chunksize=32), len(table), f"caching {name}", show_progress)
+    )
     table.images = images
     return sorted(problems)
 
 
-def cache_images(cfg: Data, tables: dict[str, LabelTable], prep: Preprocessing, processes: int = 1) -> bool:
+def cache_images(
+    cfg: Data,
+    tables: dict[str, LabelTable],
+    prep: Preprocessing,
+    processes: int = 1,
+    show_progress: bool = True,
+) -> bool:
     """Fill the cache of every split when `cfg.cache` asks for it and the images fit the budget (shared
     among the job's `processes` on this machine); return whether they are cached. Every image is decoded in full here, so a corrupt one stops the run with
     one sentence before anything is written (as `data.verify_images` does)."""
@@ -85,7 +97,7 @@ def cache_images(cfg: Data, tables: dict[str, LabelTable], prep: Preprocessing, 
         return False
     start = time.time()
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        problems = [p for table in tables.values() for p in _fill(table, prep, pool)]
+        problems = [p for table in tables.values() for p in _fill(table, prep, pool, show_progress)]
     if problems:
         for table in tables.values():
             table.images = None

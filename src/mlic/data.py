@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from mlic.config import Config, Data
 from mlic.errors import DataError
 from mlic.images import ImageTransform, Preprocessing, read_rgb
+from mlic.progress import progress
 from mlic.runtime import process_index
 
 log = logging.getLogger("mlic")
@@ -257,13 +258,16 @@ def unusable_images(problems: list[tuple[str, str]], count: int, skip_hint: str)
     )
 
 
-def verify_images(tables: dict[str, LabelTable]) -> tuple[int, float]:
+def verify_images(tables: dict[str, LabelTable], show_progress: bool = True) -> tuple[int, float]:
     """Decode every image of every split once, in parallel threads, so a corrupt or truncated one stops
     the run with one sentence before anything is written; return (images checked, seconds)."""
     start = time.time()
     paths = sorted({str(p) for table in tables.values() for p in table.paths})
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        problems = [(p, why) for p, why in zip(paths, pool.map(_image_problem, paths, chunksize=32)) if why]
+        checked = progress(
+            pool.map(_image_problem, paths, chunksize=32), len(paths), "checking images", show_progress
+        )
+        problems = [(p, why) for p, why in zip(paths, checked) if why]
     if problems:
         hint = "data.verify_images=False skips this check, and training stops at them instead"
         raise unusable_images(problems, len(paths), hint)

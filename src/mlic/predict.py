@@ -22,6 +22,7 @@ from mlic.data import read_csv_file
 from mlic.errors import CheckpointError, ConfigError, DataError
 from mlic.evaluation import probabilities
 from mlic.images import IMAGE_EXTENSIONS, ImageTransform, list_folder, read_rgb
+from mlic.progress import progress
 from mlic.runtime import device_for
 
 RESERVED_COLUMNS = ("image", "predicted", "error")
@@ -128,6 +129,7 @@ def predict_paths(
     device: str | None = None,
     *,
     names: Sequence[str] | None = None,
+    show_progress: bool = True,
 ) -> pd.DataFrame:
     """Predict every image: one row each, `image`, a probability per class, `predicted`, `error`.
 
@@ -153,6 +155,7 @@ def predict_paths(
     model = model_file.model.to(device).eval()
     probs = np.full((len(paths), len(classes)), np.nan)
     errors = [""] * len(paths)
+    bar = progress(None, len(paths), "predicting", show_progress)
     for start in range(0, len(paths), batch_size):
         rows, batch = [], []
         for i in range(start, min(start + batch_size, len(paths))):
@@ -163,6 +166,8 @@ def predict_paths(
                 errors[i] = str(e)
         if batch:
             probs[rows] = probabilities(model, torch.stack(batch).to(device))
+        bar.update(min(batch_size, len(paths) - start))
+    bar.close()
     return _frame(names, classes, probs, thresholds, errors)
 
 

@@ -44,6 +44,7 @@ from mlic.models import (
     prior_init_head,
 )
 from mlic.module import ClassifierModule
+from mlic.progress import shows_progress
 from mlic.report import save_lr_curve, write_lr_report, write_report
 from mlic.resume import mark_finished, open_folder, resume_point, resume_stage
 from mlic.runtime import (
@@ -104,9 +105,13 @@ def _init_head(config: Config, model: torch.nn.Module, train: LabelTable, new_he
 def _decode_images(config: Config, tables: dict[str, LabelTable], prep: Preprocessing) -> None:
     """Every image decoded once before anything is written: into the cache (`data.cache`), or, when it
     is not cached, checked and let go (`data.verify_images`); a broken one stops the run either way."""
-    if cache_images(config.data, tables, prep, local_processes(config)) or not config.data.verify_images:
+    show = shows_progress(config.trainer)
+    if (
+        cache_images(config.data, tables, prep, local_processes(config), show)
+        or not config.data.verify_images
+    ):
         return
-    count, seconds = verify_images(tables)
+    count, seconds = verify_images(tables, show)
     if seconds >= 1.0:  # said where it is worth knowing: large data sets
         log.info("decoded all %d images in %.1f s (data.verify_images=False skips this)", count, seconds)
 

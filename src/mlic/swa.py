@@ -30,6 +30,7 @@ from mlic.data import LabelTable, make_loader
 from mlic.errors import CheckpointError, ConfigError
 from mlic.evaluation import Results, TrainedModel, eval_module, evaluate, open_experiment
 from mlic.models import create_model, frozen_norm_modules, frozen_parameter_names
+from mlic.progress import progress, shows_progress
 from mlic.report import write_swa_report
 from mlic.runtime import training_device
 
@@ -135,7 +136,9 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def reestimate_bn(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> bool:
+def reestimate_bn(
+    model: nn.Module, loader: Iterable, device: torch.device | str = "cpu", show_progress: bool = True
+) -> bool:
     """Recompute every BatchNorm layer's running statistics with one pass over `loader`.
 
     Uses `torch.optim.swa_utils.update_bn` (a cumulative average over batches; `(images, targets)`
@@ -145,7 +148,12 @@ def reestimate_bn(model: nn.Module, loader: Iterable, device: torch.device | str
         return False
     model.to(device)
     with torch.no_grad():
-        update_bn(loader, model, device=torch.device(device))
+        total = len(loader) if hasattr(loader, "__len__") else None
+        update_bn(
+            progress(loader, total, "BatchNorm re-estimation", show_progress),
+            model,
+            device=torch.device(device),
+        )
     return True
 
 
@@ -234,7 +242,7 @@ def _batchnorm(
     if stage_cfg is not None and stage_cfg.freeze is not None and config.model.freeze_bn:
         names = frozen_parameter_names(model, False, stage_cfg.freeze, f"stages.{stage}.freeze")
         kept = [(m, copy.deepcopy(m.state_dict())) for m in frozen_norm_modules(model, names, False)]
-    if reestimate_bn(model, loader, training_device(config)):
+    if reestimate_bn(model, loader, training_device(config), shows_progress(config.trainer)):
         for m, state in kept:
             m.load_state_dict(state)
         but = f" (the {len(kept)} the stage froze kept theirs)" if kept else ""
