@@ -179,3 +179,61 @@ class ProcessSeeds(Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         seed_process(self.seed)
+
+
+class AugmentationSchedule(Callback):
+    """Moves the probability of augmenting a training image from `start_p` to `end_p` over each stage's
+    epochs: linearly, or with `exponent_factor` k > 0 along `1 − exp(−k·t)` (most of the change early;
+    k < 0: most of it late), t going from 0 at a stage's first epoch to 1 at its last.
+
+    The whole `data.augmentations` pipeline is applied with that probability (an albumentations
+    `Compose` gets it as its `p`; any other callable is skipped with probability 1 − p), in the training
+    process and in every loader worker alike, so the draws stay deterministic per epoch and worker.
+    Each epoch's value is in metrics.csv as `aug_p`. `stages` limits it to the stages named.
+    """
+
+    def __init__(
+        self,
+        start_p: float = 1.0,
+        end_p: float = 0.0,
+        exponent_factor: float | None = None,
+        stages: list[str] | None = None,
+    ) -> None:
+        for name, value in (("start_p", start_p), ("end_p", end_p)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"AugmentationSchedule: {name} must be a probability between 0 and 1, got {value}"
+                )
+        self.start_p, self.end_p = float(start_p), float(end_p)
+        self.exponent_factor = exponent_factor
+        self.stages = stages
+
+    def p_at(self, epoch: int, epochs: int) -> float:
+        """The probability in epoch `epoch` (from 0) of a stage of `epochs` epochs."""
+        t = epoch / (epochs - 1) if epochs > 1 else 1.0
+        k = self.exponent_factor
+        if k:
+            t = (1.0 - math.exp(-k * t)) / (1.0 - math.exp(-k))
+        return self.start_p + (self.end_p - self.start_p) * t
+
+    def _transform(self, trainer: L.Trainer) -> Any:
+        loader = trainer.train_dataloader
+        transform = getattr(getattr(loader, "dataset", None), "transform", None)
+        if not hasattr(transform, "set_p"):
+            raise TypeError(
+                "AugmentationSchedule needs mlic's training loader (its dataset's ImageTransform)"
+            )
+        return transform
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: ClassifierModule) -> None:
+        stage = module.stage.name if module.stage else ""
+        transform = self._transform(trainer)
+        if self.stages is not None and stage not in self.stages:
+            transform.set_p(None)
+            return
+        p = self.p_at(trainer.current_epoch, int(trainer.max_epochs or 1))
+        transform.set_p(p)
+        module.epoch_summary["aug_p"] = p
+
+    def on_train_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:
+        self._transform(trainer).set_p(None)  # what comes after (the next stage, swa.py) starts unscheduled

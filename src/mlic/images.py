@@ -98,6 +98,13 @@ class ImageTransform:
         self.std = np.asarray(std, dtype=np.float32) * 255.0
         self.augmentations = augmentations
         self.interpolation = interpolation
+        # the probability of augmenting an image, set each epoch by `AugmentationSchedule`; below 0:
+        # unscheduled (the pipeline's own). In shared memory, so loader workers see every change.
+        self.schedule_p = torch.full((1,), -1.0).share_memory_()
+
+    def set_p(self, p: float | None) -> None:
+        """Augment each image with probability `p` from now on (None: the pipeline's own setting)."""
+        self.schedule_p.fill_(-1.0 if p is None else float(p))
 
     def reseed(self, seed: int) -> None:
         """Reseed an albumentations pipeline, which keeps its own generator apart from numpy's."""
@@ -111,6 +118,12 @@ class ImageTransform:
     def _augment(self, image: np.ndarray) -> np.ndarray:
         if self.augmentations is None:
             return image
+        p = float(self.schedule_p[0])
+        if p >= 0.0:
+            if isinstance(self.augmentations, A.BaseCompose):
+                self.augmentations.p = p  # the pipeline draws it with its own generator
+            elif np.random.random() >= p:
+                return image
         if isinstance(self.augmentations, _ALBU_TYPES):
             out = self.augmentations(image=image)["image"]
         else:
