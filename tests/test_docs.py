@@ -24,7 +24,7 @@ REPO_FILE = re.compile(
 SCRIPT = re.compile(r"\bpython3?\s+(?:-m\s+(mlic(?:\.\w+)+)|([\w./-]+\.py)\b)")
 MAKE_TARGET = re.compile(r"(?:^|[\s;&|(])make\s+([a-z][\w-]*)")
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-CLI_SOURCES = ["train.py", "swa.py", "export.py", "predict.py", "src/mlic/**/*.py", "bench/*.py"]
+CLI_SOURCES = ["train.py", "swa.py", "sweep.py", "export.py", "predict.py", "src/mlic/**/*.py", "bench/*.py"]
 
 
 def page_id(path: Path) -> str:

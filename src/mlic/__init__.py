@@ -1,6 +1,20 @@
 """mlic: multi-label image classification from plain-Python configs, on Lightning + timm."""
 
-from mlic.config import SWA, Config, Data, LRFinder, Mixing, Model, Stage, env_path
+from mlic.config import (
+    SWA,
+    Config,
+    Data,
+    LRFinder,
+    Mixing,
+    Model,
+    Stage,
+    Sweep,
+    choice,
+    env_path,
+    intrange,
+    loguniform,
+    uniform,
+)
 from mlic.config_file import load_config
 from mlic.errors import CheckpointError, ConfigError, DataError, MlicError
 
@@ -12,6 +26,11 @@ __all__ = [
     "LRFinder",
     "SWA",
     "Mixing",
+    "Sweep",
+    "loguniform",
+    "uniform",
+    "intrange",
+    "choice",
     "env_path",
     "load_config",
     "MlicError",

@@ -155,6 +155,73 @@ class Mixing:
     alpha: float = 0.4
 
 
+@dataclass(frozen=True)
+class SearchRange:
+    """One dimension of a sweep's search space (built by `loguniform`, `uniform`, `intrange`, `choice`)."""
+
+    kind: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: int | None = None
+    choices: tuple = ()
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """The value an Optuna trial draws for `name`."""
+        if self.kind == "float":
+            return trial.suggest_float(name, self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=self.step or 1, log=self.log)
+        return trial.suggest_categorical(name, list(self.choices))
+
+    def example(self) -> Any:
+        """A value inside the range, to check that the field takes it before any trial runs."""
+        if self.kind == "categorical":
+            return self.choices[0]
+        return int(self.low) if self.kind == "int" else float(self.low)
+
+
+def loguniform(low: float, high: float) -> SearchRange:
+    """A float between `low` and `high`, drawn evenly on a log scale (learning rates, weight decay)."""
+    return SearchRange("float", low, high, log=True)
+
+
+def uniform(low: float, high: float) -> SearchRange:
+    """A float between `low` and `high`."""
+    return SearchRange("float", low, high)
+
+
+def intrange(low: int, high: int, step: int = 1) -> SearchRange:
+    """An int from `low` to `high` (both included), in steps of `step`."""
+    return SearchRange("int", low, high, step=step)
+
+
+def choice(options: list) -> SearchRange:
+    """One of `options` (numbers, strings, booleans, None)."""
+    return SearchRange("categorical", choices=tuple(options))
+
+
+@dataclass
+class Sweep:
+    """A hyperparameter search run by `python sweep.py CONFIG` on Optuna: `n_trials` trials, each a
+    normal experiment of the config with the dotted fields of `space` drawn by the sampler, scored by
+    `metric` of its best model (a `valid/...` column), in `direction` (None: "minimize" for a loss,
+    "maximize" otherwise). `pruner` "median" stops trials whose epochs fall below the median of the
+    earlier trials' at the same epoch; None lets every trial run to its end."""
+
+    space: dict[str, SearchRange]
+    n_trials: int = 20
+    metric: str = "valid/map"
+    direction: Literal["maximize", "minimize"] | None = None
+    pruner: Literal["median"] | None = "median"
+    timeout: float | None = None  # seconds, after which no new trial starts
+
+    def resolved_direction(self) -> str:
+        if self.direction:
+            return self.direction
+        return "minimize" if self.metric.endswith("loss") else "maximize"
+
+
 def _default_optimizer() -> Callable:
     return partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-2)
 
@@ -192,6 +259,7 @@ class Config:
     mixing: Mixing | None = None
     # Lightning loggers (TensorBoard, MLflow, W&B...) that get every row of metrics.csv, one point an epoch
     loggers: list = field(default_factory=list)
+    sweep: Sweep | None = None  # a hyperparameter search, run by `python sweep.py CONFIG`
     log_environment: bool = True  # log versions, devices, git commit and command line as a run starts
 
     def resolved_stages(self) -> list[Stage]:
@@ -286,4 +354,20 @@ def apply_override(config: Config, assignment: str) -> None:
                 raise ConfigError(f"--set {key}: {'.'.join(parts[: depth + 1])} is None in this config")
 
 
-__all__ = ["Config", "Data", "Model", "Stage", "SWA", "LRFinder", "Mixing", "env_path", "apply_override"]
+__all__ = [
+    "Config",
+    "Data",
+    "Model",
+    "Stage",
+    "SWA",
+    "LRFinder",
+    "Mixing",
+    "Sweep",
+    "SearchRange",
+    "loguniform",
+    "uniform",
+    "intrange",
+    "choice",
+    "env_path",
+    "apply_override",
+]

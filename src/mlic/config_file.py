@@ -4,6 +4,7 @@ and the copy of it written beside a run."""
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import hashlib
 import inspect
@@ -17,12 +18,24 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import fields, is_dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import lightning
 
-from mlic.config import METRICS, SWA, TRAINER_OWNED, Config, Data, LRFinder, Model, Stage, apply_override
+from mlic.config import (
+    METRICS,
+    SWA,
+    TRAINER_OWNED,
+    Config,
+    Data,
+    LRFinder,
+    Model,
+    SearchRange,
+    Stage,
+    apply_override,
+)
 from mlic.errors import ConfigError
 
 
@@ -152,6 +165,65 @@ def _check_swa(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: field 'swa.ema_decay' must be between 0 and 1, got {swa.ema_decay}")
 
 
+def _check_sweep(config: Config, where: str) -> None:
+    sweep = config.sweep
+    if sweep.metric not in METRICS:
+        raise ConfigError(
+            f"{where}: field 'sweep.metric' must be one of {', '.join(METRICS)}, got {sweep.metric!r}"
+        )
+    if sweep.n_trials < 1:
+        raise ConfigError(f"{where}: field 'sweep.n_trials' must be at least 1, got {sweep.n_trials}")
+    if not sweep.space:
+        raise ConfigError(
+            f"{where}: field 'sweep.space' is empty; name the fields to search, e.g. "
+            f"{{'optimizer.lr': loguniform(1e-5, 1e-2)}}"
+        )
+    for key, value in sweep.space.items():
+        if not isinstance(value, SearchRange):
+            raise ConfigError(
+                f"{where}: field 'sweep.space[{key!r}]' must be loguniform(...), uniform(...), intrange(...) "
+                f"or choice([...]) from mlic, got {type(value).__name__}"
+            )
+        if value.kind != "categorical" and not value.low < value.high:
+            raise ConfigError(
+                f"{where}: field 'sweep.space[{key!r}]' needs low < high, got {value.low}, {value.high}"
+            )
+        if value.kind == "categorical" and not value.choices:
+            raise ConfigError(f"{where}: field 'sweep.space[{key!r}]' is choice([]) with nothing to choose")
+        if value.log and value.low <= 0:
+            raise ConfigError(f"{where}: field 'sweep.space[{key!r}]' is log-scaled, so low must be above 0")
+        trial = copy.deepcopy(config)
+        trial.sweep = None
+        try:
+            apply_override(trial, f"{key}={value.example()!r}")
+            _check_partial_argument(trial, key)
+        except ConfigError as e:
+            raise ConfigError(
+                f"{where}: field 'sweep.space' names {key!r}, which the config cannot take: {e}"
+            ) from None
+
+
+def _check_partial_argument(config: Config, key: str) -> None:
+    """A key into a partial (`optimizer.lr`) must name an argument its function takes: a partial
+    accepts any keyword until it is called, which would be at the first trial's first stage."""
+    head, _, name = key.rpartition(".")
+    target: Any = config
+    for part in head.split(".") if head else []:
+        target = target.get(part) if isinstance(target, dict) else getattr(target, part, None)
+    if isinstance(target, partial):
+        try:
+            params = inspect.signature(target.func).parameters
+        except (TypeError, ValueError):
+            return
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if name not in params and not takes_any:
+            hint = difflib.get_close_matches(name, list(params), n=1)
+            raise ConfigError(
+                f"{getattr(target.func, '__name__', target.func)} has no argument {name!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+
+
 def validate(config: Config, where: str = "config") -> Config:
     """Check types and values of every field; raise ConfigError naming the first wrong one."""
     if not isinstance(config, Config):
@@ -190,6 +262,8 @@ def validate(config: Config, where: str = "config") -> Config:
         raise ConfigError(
             f"{where}: field 'data.image_pattern' must contain '{{id}}', got {d.image_pattern!r}"
         )
+    if config.sweep is not None:
+        _check_sweep(config, where)
     for i, logger in enumerate(config.loggers):
         if not callable(getattr(logger, "log_metrics", None)):
             raise ConfigError(

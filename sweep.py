@@ -1,0 +1,60 @@
+"""Run the hyperparameter sweep a config defines: `ROOT_PATH=/data/posters python sweep.py configs/sweep_lr.py`.
+
+Each trial is a normal experiment in `experiments/<name>_sweep/`; run the command again to continue a
+sweep that was stopped (see docs/sweep.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlic.cli import run_cli
+from mlic.config_file import load_config
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="a Python file that defines `config = Config(..., sweep=Sweep(...))`")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field for every trial, e.g. --set epochs=3 (repeatable)",
+    )
+    parser.add_argument(
+        "--n-trials", type=int, help="finished trials to reach (default: the config's sweep.n_trials)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def _run() -> int:
+        from mlic.sweep import run_sweep
+
+        outcome = run_sweep(load_config(args.config, args.overrides), args.n_trials)
+        states = outcome.study.trials_dataframe(attrs=("state",))["state"].value_counts().to_dict()
+        print(
+            f"\nsweep folder: {outcome.folder} ({', '.join(f'{n} {s.lower()}' for s, n in states.items())})"
+        )
+        if outcome.best_number is None:
+            print("no trial completed")
+            return 0
+        print(
+            f"best trial: {outcome.best_number}, {outcome.study.direction.name.lower()}d value {outcome.best_value:.4f}"
+        )
+        for key, value in outcome.best_values.items():
+            print(f"  --set {key}={value!r}")
+        print(f"table of the trials: {outcome.folder / 'compare.md'}")
+        return 0
+
+    return run_cli(_run, args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
