@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlic.cli import run_cli
+from mlic.cli import add_overrides, run_cli
 from mlic.config_file import load_config
 from mlic.errors import ConfigError
 from mlic.report import format_table
@@ -20,14 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the config that trained the experiment, or the experiment folder (swa.py then runs the "
         "folder's config.py, which is Python code: use folders you trust)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set data.batch_size=32 (repeatable)",
-    )
+    add_overrides(parser)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--top-k", type=int, metavar="K", help="average the K best checkpoints (by monitor)")
     which.add_argument("--last-k", type=int, metavar="K", help="average the checkpoints of the last K epochs")

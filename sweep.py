@@ -9,21 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlic.cli import run_cli
+from mlic.cli import add_overrides, run_cli
 from mlic.config_file import load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="a Python file that defines `config = Config(..., sweep=Sweep(...))`")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field for every trial, e.g. --set epochs=3 (repeatable)",
-    )
+    add_overrides(parser, "a config field for every trial")
     parser.add_argument(
         "--n-trials", type=int, help="finished trials to reach (default: the config's sweep.n_trials)"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlic.cli import run_cli
+from mlic.cli import add_overrides, run_cli
 from mlic.config import Config
 from mlic.config_file import load_config
 from mlic.errors import ConfigError
@@ -19,14 +19,7 @@ from mlic.stages import RangeTestRun, TrainingRun, run
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("config", help="a Python file that defines `config = Config(...)`")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set data.batch_size=32 (repeatable)",
-    )
+    add_overrides(parser)
     parser.add_argument(
         "--lr-find",
         action="store_true",
