@@ -10,7 +10,7 @@ import timm
 import torch
 
 from mlic import Stage
-from mlic.models import set_backbone_trainable
+from mlic.models import frozen_parameter_names, set_frozen
 from mlic.optim import build_optimizer, build_scheduler, current_lrs, parameter_groups
 
 
@@ -32,7 +32,7 @@ def test_norm_and_bias_parameters_get_no_weight_decay():
 
 def test_frozen_backbone_leaves_only_head_parameters_in_the_optimizer_groups():
     model = _model("test_resnet")
-    set_backbone_trainable(model, False)
+    set_frozen(model, frozen_parameter_names(model, True, None, "stages.head.freeze"))
     groups = parameter_groups(model, lr=1e-3, backbone_lr=1e-3, weight_decay=0.0)
     assert {g["name"].split("/")[0] for g in groups} == {"head"}
 
@@ -52,7 +52,7 @@ def test_the_stage_lr_goes_to_the_head_and_its_scaled_share_to_the_backbone():
 
 def test_without_a_stage_lr_the_optimizer_keeps_its_own_and_a_frozen_backbone_has_no_groups():
     model = _model()
-    set_backbone_trainable(model, False)
+    set_frozen(model, frozen_parameter_names(model, True, None, "stages.head.freeze"))
     optimizer = build_optimizer(
         model, Stage("head", epochs=1, freeze_backbone=True), partial(torch.optim.SGD, lr=0.05)
     )

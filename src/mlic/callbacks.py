@@ -18,6 +18,7 @@ from mlic import io
 from mlic.checkpoints import model_file, model_file_metrics, write_metrics
 from mlic.config import Config, Stage
 from mlic.data import seed_process
+from mlic.errors import ConfigError
 from mlic.images import Preprocessing
 from mlic.module import ClassifierModule
 from mlic.optim import current_lrs
@@ -220,8 +221,9 @@ class AugmentationSchedule(Callback):
         loader = trainer.train_dataloader
         transform = getattr(getattr(loader, "dataset", None), "transform", None)
         if not hasattr(transform, "set_p"):
-            raise TypeError(
-                "AugmentationSchedule needs mlic's training loader (its dataset's ImageTransform)"
+            raise ConfigError(
+                "AugmentationSchedule goes in the config's `callbacks`, where it finds mlic's training "
+                "loader; this Trainer's loader has no mlic ImageTransform"
             )
         return transform
 

@@ -85,9 +85,8 @@ class Data:
     # decode and resize every image once and keep them in memory: True, False, or "auto" (when they fit)
     cache: bool | Literal["auto"] = "auto"
     cache_memory: float | None = None  # GB the cache may take; None: a quarter of the machine's memory
-    data_fraction: float = (
-        1.0  # train on this stratified share of the train table (valid and test stay whole)
-    )
+    # train on this stratified share of the train table (valid and test stay whole)
+    data_fraction: float = 1.0
 
 
 @dataclass

@@ -45,7 +45,7 @@ def mix_batch(
         return x * lam + x[perm] * (1.0 - lam), perm, lam
     top, bottom, left, right = cutmix_box(x.shape[-2], x.shape[-1], lam, rng)
     mixed = x.clone()
-    mixed[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+    mixed[..., top:bottom, left:right] = x[perm, ..., top:bottom, left:right]
     # λ from the area actually pasted (the box is clipped at the borders)
     lam = 1.0 - (bottom - top) * (right - left) / (x.shape[-2] * x.shape[-1])
     return mixed, perm, lam

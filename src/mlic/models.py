@@ -198,23 +198,16 @@ def head_parameter_names(model: nn.Module, img_size: tuple[int, int] = (64, 64))
     return head
 
 
-def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
-    """Freeze or unfreeze every backbone parameter; head parameters always train."""
-    head = head_parameter_names(model)
-    for name, p in model.named_parameters():
-        p.requires_grad_(trainable or name in head)
-
-
 def backbone_layers(model: nn.Module) -> list[str]:
     """The backbone's layers from the input side: the modules that hold parameters of their own (convs,
     norms, linears, a ViT's embeddings), in the order the model registers them (timm's: input first)."""
     head = head_parameter_names(model)
-    layers: list[str] = []
-    for name, _ in model.named_parameters():
-        owner = name.rsplit(".", 1)[0] if "." in name else ""
-        if name not in head and (not layers or layers[-1] != owner):
-            layers.append(owner)
-    return list(dict.fromkeys(layers))
+    return list(dict.fromkeys(_owner(n) for n, _ in model.named_parameters() if n not in head))
+
+
+def _owner(name: str) -> str:
+    """The module holding the parameter `name` ("" for a parameter of the model itself)."""
+    return name.rsplit(".", 1)[0] if "." in name else ""
 
 
 def _prefixes(name: str) -> list[str]:
@@ -244,7 +237,7 @@ def frozen_parameter_names(
             )
         layers = backbone_layers(model)
         first = set(layers[: round(freeze * len(layers))])
-        frozen |= {n for n in names if n not in head and (n.rsplit(".", 1)[0] if "." in n else "") in first}
+        frozen |= {n for n in names if n not in head and _owner(n) in first}
     elif freeze:
         patterns = [freeze] if isinstance(freeze, str) else list(freeze)
         for pattern in patterns:
@@ -271,8 +264,9 @@ def frozen_norm_modules(model: nn.Module, frozen: set[str], backbone: bool) -> l
     """BatchNorm layers to keep in eval mode: those whose parameters are all frozen, and with
     `backbone` (the backbone frozen) every backbone BatchNorm, affine or not."""
     found = backbone_norm_modules(model) if backbone else []
+    seen = {id(m) for m in found}
     for name, m in model.named_modules():
-        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or any(m is f for f in found):
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or id(m) in seen:
             continue
         params = [f"{name}.{n}" if name else n for n, _ in m.named_parameters(recurse=False)]
         if params and all(p in frozen for p in params):
