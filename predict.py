@@ -1,7 +1,9 @@
-"""Predict genres for new images: `python predict.py experiments/<name> IMAGES_DIR_OR_CSV --out preds.csv`.
+"""Predict classes for new images: `python predict.py experiments/<name> IMAGES_DIR_OR_CSV --out preds.csv`.
 
-One row per image: the probability of each class, the predicted classes (per-class thresholds from the
-experiment's thresholds.json when it has one) and, for an image that could not be read, why.
+One row per image: for a multi-label experiment the probability of each class and the predicted classes
+(per-class thresholds from the experiment's thresholds.json when it has one); for a single-label one the
+most probable class and the --top-k classes with their probabilities; for an image that could not be
+read, why.
 Run `python predict.py --help` for the options; the work is done by `mlic.predict`.
 """
 
@@ -55,6 +57,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--image-pattern", default="{id}.jpg", help="image file name from an id (default: %(default)s)"
     )
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: %(default)s")
+    parser.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=5,
+        help="single-label experiments: how many of the most probable classes to write (default: %(default)s)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return parser.parse_args(argv)
@@ -87,8 +95,11 @@ def _run(args: argparse.Namespace) -> int:
     names, paths = list_inputs(args.input, args.column, args.images_dir, args.image_pattern)
     mf = trained.model_file
     thresholds, source = trained.thresholds()
-    print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes); {source}")
-    df = predict_paths(mf, paths, thresholds, args.batch_size, names=names)
+    if mf.task == "multi_label":
+        print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes); {source}")
+    else:
+        print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes, {mf.task})")
+    df = predict_paths(mf, paths, thresholds, args.batch_size, names=names, top_k=args.top_k)
     write_predictions(df, args.out)
     failed = df["error"] != ""
     if failed.all():

@@ -41,7 +41,7 @@ def main() -> int:
     batch, _ = check_batch(mf, image_paths(args.experiment, None), 32)
     if len(batch) < 32:
         batch = batch[torch.arange(32) % len(batch)]
-    eager = Deployable(mf.model, mf.prep.mean, mf.prep.std).eval()
+    eager = Deployable(mf.model, mf.prep.mean, mf.prep.std, mf.task).eval()
     runners = {"eager (PyTorch)": lambda x: eager(x)}
     runners["TorchScript (model.ts)"] = torch.jit.load(str(written["torchscript"])).eval()
     runners["torch.export (model.pt2)"] = torch.export.load(str(written["export"])).module()

@@ -146,6 +146,7 @@ def model_file(
         # what rebuilding the model and thresholding its output need, without the config
         "model_kwargs": {k: v for k, v in config.model.kwargs.items() if _plain(v)},
         "threshold": config.threshold,
+        "task": config.task,  # how its outputs become probabilities (mlic.tasks)
     }
 
 
@@ -159,6 +160,7 @@ class ModelFile:
     prep: Preprocessing
     threshold: float
     metrics: dict[str, Any]
+    task: str = "multi_label"
 
 
 def load_model_file(path: Path) -> ModelFile:
@@ -195,6 +197,7 @@ def load_model_file(path: Path) -> ModelFile:
         prep,
         float(meta.get("threshold", 0.5)),
         dict(meta.get("metrics", {})),
+        str(meta.get("task", "multi_label")),  # model files from before tasks are multi-label
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from mlic.errors import ConfigError
-from mlic.metrics import COLUMNS
+from mlic.tasks import get_task
 
 # Trainer arguments the stages own; a config sets them through other fields.
 TRAINER_OWNED = {
@@ -29,8 +29,9 @@ TRAINER_OWNED = {
 }
 
 
-# what `monitor` may name: the valid split's columns of metrics.csv
-METRICS = tuple(f"valid/{c}" for c in COLUMNS)
+def monitor_names(task: str) -> tuple[str, ...]:
+    """What `monitor` (and `sweep.metric`) may name for `task`: the valid split's columns of metrics.csv."""
+    return tuple(f"valid/{c}" for c in get_task(task).columns)
 
 
 def env_path(name: str = "ROOT_PATH") -> str:
@@ -210,15 +211,15 @@ class Sweep:
 
     space: dict[str, SearchRange]
     n_trials: int = 20
-    metric: str = "valid/map"
+    metric: str | None = None  # None: the config's monitor
     direction: Literal["maximize", "minimize"] | None = None
     pruner: Literal["median"] | None = "median"
     timeout: float | None = None  # seconds, after which no new trial starts
 
-    def resolved_direction(self) -> str:
+    def resolved_direction(self, metric: str) -> str:
         if self.direction:
             return self.direction
-        return "minimize" if self.metric.endswith("loss") else "maximize"
+        return "minimize" if metric.endswith("loss") else "maximize"
 
 
 def _default_optimizer() -> Callable:
@@ -229,24 +230,22 @@ def _default_scheduler() -> Callable:
     return partial(torch.optim.lr_scheduler.OneCycleLR, pct_start=0.25)
 
 
-def _default_loss() -> Callable:
-    return torch.nn.BCEWithLogitsLoss()
-
-
 @dataclass
 class Config:
     """One experiment: data, model, loss, optimisation and the stages to run."""
 
     experiment_name: str
     data: Data
+    # "multi_label" (sigmoid, mAP), "single_label" (softmax, accuracy); see mlic.tasks
+    task: str = "multi_label"
     model: Model = field(default_factory=Model)
-    loss: Callable = field(default_factory=_default_loss)
+    loss: Callable | None = None  # None: the task's (BCEWithLogitsLoss; CrossEntropyLoss for single_label)
     optimizer: Callable = field(default_factory=_default_optimizer)
     scheduler: Callable | None = field(default_factory=_default_scheduler)
     stages: list[Stage] | None = None
     epochs: int = 10
     callbacks: list = field(default_factory=list)
-    monitor: str = "valid/map"
+    monitor: str | None = None  # None: the task's ("valid/map"; "valid/accuracy" for single_label)
     monitor_mode: Literal["min", "max"] | None = None
     threshold: float = 0.5
     seed: int = 42
@@ -260,6 +259,14 @@ class Config:
     loggers: list = field(default_factory=list)
     sweep: Sweep | None = None  # a hyperparameter search, run by `python sweep.py CONFIG`
     log_environment: bool = True  # log versions, devices, git commit and command line as a run starts
+
+    def __post_init__(self) -> None:
+        # the task's defaults for the fields left out (a bad task name is one sentence)
+        task = get_task(self.task)
+        if self.loss is None:
+            self.loss = task.default_loss()
+        if self.monitor is None:
+            self.monitor = task.default_monitor
 
     def resolved_stages(self) -> list[Stage]:
         """The stages to run; a config without `stages` is one full stage of `epochs`."""

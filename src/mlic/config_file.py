@@ -25,7 +25,6 @@ from typing import Any, Literal, Union
 import lightning
 
 from mlic.config import (
-    METRICS,
     SWA,
     TRAINER_OWNED,
     Config,
@@ -35,8 +34,10 @@ from mlic.config import (
     SearchRange,
     Stage,
     apply_override,
+    monitor_names,
 )
 from mlic.errors import ConfigError
+from mlic.tasks import get_task
 
 
 def _type_name(tp: Any) -> str:
@@ -167,9 +168,11 @@ def _check_swa(config: Config, where: str) -> None:
 
 def _check_sweep(config: Config, where: str) -> None:
     sweep = config.sweep
-    if sweep.metric not in METRICS:
+    names = monitor_names(config.task)
+    if sweep.metric is not None and sweep.metric not in names:
         raise ConfigError(
-            f"{where}: field 'sweep.metric' must be one of {', '.join(METRICS)}, got {sweep.metric!r}"
+            f"{where}: field 'sweep.metric' must be one of {', '.join(names)} for task {config.task!r}, "
+            f"got {sweep.metric!r}"
         )
     if sweep.n_trials < 1:
         raise ConfigError(f"{where}: field 'sweep.n_trials' must be at least 1, got {sweep.n_trials}")
@@ -280,9 +283,11 @@ def validate(config: Config, where: str = "config") -> Config:
             )
     if not 0.0 < config.threshold < 1.0:
         raise ConfigError(f"{where}: field 'threshold' must be between 0 and 1, got {config.threshold}")
-    if config.monitor not in METRICS:
+    get_task(config.task)  # a task set by --set is checked here
+    if config.monitor not in monitor_names(config.task):
+        names = ", ".join(monitor_names(config.task))
         raise ConfigError(
-            f"{where}: field 'monitor' must be one of {', '.join(METRICS)}, got {config.monitor!r}"
+            f"{where}: field 'monitor' must be one of {names} for task {config.task!r}, got {config.monitor!r}"
         )
     if config.epochs <= 0:
         raise ConfigError(f"{where}: field 'epochs' must be positive, got {config.epochs}")

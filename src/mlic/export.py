@@ -1,8 +1,8 @@
 """Export a trained model with its preprocessing inside: TorchScript, torch.export and ONNX, each checked.
 
 The exported module takes a batch of uint8 RGB images, N×H×W×3 at the training size, and returns
-per-class probabilities: layout, dtype, normalisation and the sigmoid are inside, so a deployment needs
-nothing from this project. Resizing stays outside (the interpolation to use is written to `export.json`;
+per-class probabilities: layout, dtype, normalisation and the activation (a sigmoid, or a softmax for a
+single-label model) are inside, so a deployment needs nothing from this project. Resizing stays outside (the interpolation to use is written to `export.json`;
 resize with antialiasing, as `mlic.images.resize` does with Pillow, and as timm and torchvision do).
 """
 
@@ -32,6 +32,7 @@ from mlic.errors import ConfigError, MlicError, WriteError
 from mlic.evaluation import TrainedModel, open_experiment, probabilities
 from mlic.images import list_folder, read_rgb
 from mlic.io import remove_stale_temporaries
+from mlic.tasks import get_task
 
 log = logging.getLogger("mlic")
 
@@ -45,18 +46,22 @@ class ExportError(MlicError):
 
 
 class Deployable(nn.Module):
-    """uint8 RGB images N×H×W×3 → per-class probabilities N×C (the model's normalisation inside)."""
+    """uint8 RGB images N×H×W×3 → per-class probabilities N×C (the model's normalisation and the task's
+    activation inside: a sigmoid, or a softmax for a single-label model)."""
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self, model: nn.Module, mean: Sequence[float], std: Sequence[float], task: str = "multi_label"
+    ) -> None:
         super().__init__()
         self.model = model
+        self.task = get_task(task)
         # the same arithmetic as mlic.images.ImageTransform: (pixel - 255·mean) / (255·std)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()
-        return torch.sigmoid(self.model((x - self.mean) / self.std).float())
+        return self.task.activate(self.model((x - self.mean) / self.std).float())
 
 
 def onnx_available() -> bool:
@@ -141,7 +146,7 @@ def _export_to_temporary(
     fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.ndarray, path: Path
 ) -> tuple[float, Path]:
     """Export `fmt` to a hidden temporary file beside `path` and check it: (largest difference, file)."""
-    module = Deployable(mf.model, mf.prep.mean, mf.prep.std).eval()
+    module = Deployable(mf.model, mf.prep.mean, mf.prep.std, mf.task).eval()
     # traced on 2 images (one repeated if need be), checked on all: the batch size stays free
     example = images[:2] if len(images) >= 2 else images[:1].repeat(2, 1, 1, 1)
     # hidden, ".tmp" in its name (cleaned by the next run), the format's extension last (the exporters check it)
@@ -184,7 +189,7 @@ def image_paths(exp_dir: Path, images: Path | None) -> list[Path]:
             f"(usually ROOT_PATH) or pass --images DIR"
         ) from None
     d = config.data
-    return [Path(p) for p in read_table(Path(d.root) / d.valid, d).paths]
+    return [Path(p) for p in read_table(Path(d.root) / d.valid, d, task=config.task).paths]
 
 
 def _earlier_files(exp_dir: Path) -> dict[str, Any]:
@@ -202,6 +207,14 @@ def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, An
     """`export.json`: the input a deployment feeds, the output, classes, thresholds and each file."""
     mf = trained.model_file
     thresholds, _ = trained.thresholds()
+    thresholds_entry = (  # a single-label model has none: its class is the most probable one
+        {
+            "thresholds": dict(zip(mf.classes, thresholds.tolist())),
+            "thresholds_source": "thresholds.json" if trained.thresholds_path else "threshold",
+        }
+        if get_task(mf.task).tunes_thresholds
+        else {}
+    )
     h, w = mf.prep.img_size
     io.write_json(
         exp_dir / "export.json",
@@ -217,10 +230,10 @@ def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, An
                 "resize_interpolation": mf.prep.interpolation,
                 "resize_antialias": True,  # Pillow's resize, as mlic.images.resize
             },
-            "output": "per-class probabilities (sigmoid), N×C, in the order of classes",
+            "output": get_task(mf.task).output,
+            "task": mf.task,
             "classes": mf.classes,
-            "thresholds": dict(zip(mf.classes, thresholds.tolist())),
-            "thresholds_source": "thresholds.json" if trained.thresholds_path else "threshold",
+            **thresholds_entry,
             "files": files,
         },
     )
@@ -246,7 +259,7 @@ def export_experiment(
         formats.remove("onnx")
     _check_space(exp_dir, trained.path, len(formats))
     uint8, normalised = check_batch(mf, image_paths(exp_dir, images), num_check)
-    reference = probabilities(mf.model.eval(), normalised)
+    reference = probabilities(mf.model.eval(), normalised, mf.task)
     files = _earlier_files(exp_dir)
     ready: dict[str, Path] = {}  # format -> its checked temporary file
     failure: ExportError | None = None

@@ -16,10 +16,10 @@ from torch.utils.data import DistributedSampler
 
 from mlic.checkpoints import CHECKPOINT_KEY, checkpoint_info
 from mlic.config import Config, Mixing, Stage
-from mlic.metrics import multilabel_metrics
 from mlic.mixing import mix_batch, mixed_loss
 from mlic.models import frozen_norm_modules, frozen_parameter_names, set_frozen
 from mlic.optim import build_optimizer, build_scheduler
+from mlic.tasks import Task, get_task
 
 log = logging.getLogger("mlic")
 
@@ -39,6 +39,7 @@ class ClassifierModule(L.LightningModule):
         compile: bool | dict = False,
         mixing: Mixing | None = None,
         seed: int = 0,
+        task: str | Task = "multi_label",
     ) -> None:
         super().__init__()
         # channels-last weights and inputs: the faster convolution kernels on CPUs and GPUs alike
@@ -53,6 +54,7 @@ class ClassifierModule(L.LightningModule):
         self.seed = seed
         self._mix_rng = np.random.default_rng(seed)
         self.loss_fn = loss
+        self.task = get_task(task)  # its activation and metrics score every evaluation
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.threshold = threshold
@@ -81,6 +83,7 @@ class ClassifierModule(L.LightningModule):
             compile=config.model.compile,
             mixing=config.mixing,
             seed=config.seed,
+            task=config.task,
         )
 
     # ----------------------------------------------------------------------------------------- stage
@@ -186,10 +189,10 @@ class ClassifierModule(L.LightningModule):
                 loss = float(self.loss_fn(logits, targets))
         else:
             loss = float(torch.stack([o[2] for o in outputs]).sum()) / len(targets)
-        probs, targets = torch.sigmoid(logits).float().cpu(), targets.float().cpu()
+        probs, targets = self.task.activate(logits.float()).cpu(), targets.float().cpu()
         self.last_outputs[split] = (probs.numpy(), targets.numpy())
         metrics = {"loss": loss}
-        metrics.update(multilabel_metrics(probs.numpy(), targets.numpy(), self.threshold))
+        metrics.update(self.task.metrics(probs.numpy(), targets.numpy(), self.threshold))
         values = {f"{split}/{k}": v for k, v in metrics.items()}
         self.log_dict(values, prog_bar=split == "valid")
         self.epoch_summary.update(values)

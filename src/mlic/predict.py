@@ -1,9 +1,11 @@
-"""Predict genres for new images with a trained experiment's model file (the work behind `predict.py`).
+"""Predict classes for new images with a trained experiment's model file (the work behind `predict.py`).
 
 `python predict.py experiments/<name> IMAGES_DIR_OR_CSV --out predictions.csv` writes one row per image:
-`image` (the path or id as given), one probability column per class, `predicted` (the classes at or
-above their threshold, `|`-separated, in class order) and `error` (why an image could not be
-predicted; such a row has no probabilities, and the other images are still predicted).
+`image` (the path or id as given), the task's columns (`Task.predictions`), and `error` (why an image
+could not be predicted; such a row has no probabilities, and the other images are still predicted).
+Multi-label: one probability column per class and `predicted`, the classes at or above their
+threshold, `|`-separated, in class order. Single-label: `predicted` (the most probable class), then
+`top1`, `top1_prob`, ... for the `--top-k` most probable classes.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import torch
 
 from mlic import io
 from mlic.checkpoints import ModelFile
-from mlic.data import read_csv_file
 from mlic.errors import CheckpointError, ConfigError, DataError
 from mlic.evaluation import probabilities
 from mlic.images import IMAGE_EXTENSIONS, ImageTransform, list_folder, read_rgb
+from mlic.labels import read_csv_file
 from mlic.progress import progress
 from mlic.runtime import device_for
+from mlic.tasks import get_task
 
 RESERVED_COLUMNS = ("image", "predicted", "error")
 
@@ -110,15 +113,16 @@ def _load(path: Path, transform: ImageTransform) -> torch.Tensor:
 
 
 def _frame(
-    names: Sequence[str], classes: Sequence[str], probs: np.ndarray, thresholds: np.ndarray, errors: list[str]
+    task: str,
+    names: Sequence[str],
+    classes: Sequence[str],
+    probs: np.ndarray,
+    thresholds: np.ndarray,
+    errors: list[str],
+    top_k: int | None,
 ) -> pd.DataFrame:
-    hits = probs >= thresholds[None, :]  # NaN (a failed image) is never a hit
-    df = pd.DataFrame({"image": list(names)})
-    for j, name in enumerate(classes):
-        df[name] = probs[:, j]
-    df["predicted"] = ["|".join(c for c, on in zip(classes, row) if on) for row in hits]
-    df["error"] = errors
-    return df
+    columns = get_task(task).predictions(list(classes), probs, thresholds, top_k)
+    return pd.DataFrame({"image": list(names), **columns, "error": errors})
 
 
 def predict_paths(
@@ -130,6 +134,7 @@ def predict_paths(
     *,
     names: Sequence[str] | None = None,
     show_progress: bool = True,
+    top_k: int | None = None,
 ) -> pd.DataFrame:
     """Predict every image: one row each, `image`, a probability per class, `predicted`, `error`.
 
@@ -165,10 +170,10 @@ def predict_paths(
             except DataError as e:
                 errors[i] = str(e)
         if batch:
-            probs[rows] = probabilities(model, torch.stack(batch).to(device))
+            probs[rows] = probabilities(model, torch.stack(batch).to(device), model_file.task)
         bar.update(min(batch_size, len(paths) - start))
     bar.close()
-    return _frame(names, classes, probs, thresholds, errors)
+    return _frame(model_file.task, names, classes, probs, thresholds, errors, top_k)
 
 
 def write_predictions(df: pd.DataFrame, out: Path) -> None:

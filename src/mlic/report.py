@@ -1,5 +1,5 @@
 """`report.md` and its plots (what a person opens first in an experiment folder), and the metric tables
-the CLIs print: one list of columns (`metrics.COLUMNS`) for all of them."""
+the CLIs print: one list of columns (`tasks.ALL_COLUMNS`) for all of them."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from mlic import io
 from mlic.config import Config
 from mlic.environment import environment_markdown
 from mlic.lr_finder import DEFAULT_RULE, RULE_TEXT, RangeTest, sensible_range
-from mlic.metrics import COLUMNS, TUNED
+from mlic.markdown import rows_table
+from mlic.metrics import TUNED
+from mlic.tasks import ALL_COLUMNS, get_task
 
 
 def _columns(results: dict[str, dict[str, float]]) -> list[str]:
-    """The metric columns, with the tuned-threshold F1s when any split has them."""
-    return list(COLUMNS) + [c for c in TUNED if any(c in v for v in results.values())]
+    """The metric columns any split has (each task's, `mlic.tasks`), the tuned-threshold F1s last."""
+    return [c for c in (*ALL_COLUMNS, *TUNED) if any(c in v for v in results.values())]
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
@@ -35,50 +37,6 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot_per_class_ap(rows: list[dict[str, Any]], path: Path) -> str | None:
-    """Horizontal bars of per-class AP (test, else valid); returns the split plotted."""
-    split = (
-        "test"
-        if any("test AP" in r for r in rows)
-        else "valid"
-        if any("valid AP" in r for r in rows)
-        else None
-    )
-    if split is None:
-        return None
-    names = [r["class"] for r in rows]
-    values = [r.get(f"{split} AP", float("nan")) for r in rows]
-    fig = Figure(figsize=(7, 0.3 * len(rows) + 1.2))
-    ax = fig.subplots()
-    ax.barh(range(len(rows)), values, color="tab:blue")
-    ax.set_yticks(range(len(rows)), names)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(f"average precision ({split})")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    return split
-
-
-def rows_table(rows: list[dict[str, Any]], float_format: str) -> str:
-    """Dict rows as a Markdown table, columns in first-seen order, floats as `float_format`."""
-    columns = list(pd.DataFrame(rows).columns)
-    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
-    for row in rows:
-        cells = [
-            format(row[c], float_format) if isinstance(row.get(c), float) else str(row.get(c, ""))
-            for c in columns
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def per_class_table(rows: list[dict[str, Any]]) -> str:
-    """The per-class rows as a Markdown table."""
-    return rows_table(rows, ".3f")
-
-
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     """Loss and validation metrics per epoch across all stages, stage boundaries marked."""
     df = pd.DataFrame(rows)
@@ -88,7 +46,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     for column, label in (("train/loss", "train loss"), ("valid/loss", "valid loss")):
         if column in df:
             ax_loss.plot(x, df[column], marker="o", label=label)
-    for column in (f"valid/{c}" for c in COLUMNS if c != "loss"):
+    for column in (f"valid/{c}" for c in ALL_COLUMNS if c != "loss"):
         if column in df:
             ax_metric.plot(x, df[column], marker="o", label=column.split("/")[1])
     stages = df["stage"].tolist() if "stage" in df else []
@@ -122,22 +80,6 @@ def epochs_table(rows: list[dict[str, Any]]) -> str:
     return rows_table(rows, ".4g")
 
 
-def _per_class_section(exp_dir: Path, classes_table: list[dict[str, Any]]) -> str:
-    """The per-class section of report.md, with its AP plot."""
-    split = plot_per_class_ap(classes_table, exp_dir / "per_class_ap.png")
-    tuned = any("threshold" in r for r in classes_table)
-    per_class_text = "\n## Per class\n\n" + (
-        "`threshold` is each class's threshold tuned for F1 on valid (saved in `thresholds.json`); "
-        "`F1 tuned` uses it. "
-        if tuned
-        else ""
-    )
-    per_class_text += f"AP is per class, support counts positives.\n\n{per_class_table(classes_table)}\n"
-    if split:
-        per_class_text += f"\n![per-class AP on {split}](per_class_ap.png)\n"
-    return per_class_text
-
-
 def write_report(
     exp_dir: Path,
     config: Config,
@@ -146,14 +88,14 @@ def write_report(
     best_row: dict[str, Any] | None,
     results: dict[str, dict[str, float]],
     train_time: float,
-    classes_table: list[dict[str, Any]] | None = None,
+    task_section: str = "",
     notes: Sequence[str] = (),
     environment: dict[str, str] | None = None,
 ) -> None:
-    """Write `report.md` (and `curves.png`, `per_class_ap.png`) into the experiment folder."""
+    """Write `report.md` (and `curves.png`) into the experiment folder; `task_section` is the task's
+    per-class (and confusion) sections (`Task.report_section`)."""
     if rows:
         plot_curves(rows, exp_dir / "curves.png")
-    per_class_text = _per_class_section(exp_dir, classes_table) if classes_table else ""
     stages = ", ".join(
         f"{s.name} ({s.epochs} epoch{'s' if s.epochs != 1 else ''}"
         f"{', backbone frozen' if s.freeze_backbone else f', frozen {s.freeze!r}' if s.freeze else ''})"
@@ -168,17 +110,19 @@ def write_report(
     warnings_text = "".join(f"- warning: {n}\n" for n in notes)
     warnings_text = f"\n## Data warnings\n\n{warnings_text}" if notes else ""
     environment_text = f"\n## Environment\n\n{environment_markdown(environment)}\n" if environment else ""
+    threshold_line = (
+        f"- threshold for F1: {config.threshold}\n" if get_task(config.task).tunes_thresholds else ""
+    )
     text = f"""# {config.experiment_name}
 
 - model: `{config.model.name}`, {len(classes)} classes: {", ".join(classes)}
 - stages: {stages}
 - best model (`{config.monitor}`): {best}; training took {train_time:.0f} s
-- threshold for F1: {config.threshold}
-
+{threshold_line}
 ## Best model
 
 {markdown_table(results)}
-{tuned_note}{per_class_text}
+{tuned_note}{task_section}
 
 ## Training curves
 

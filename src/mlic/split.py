@@ -31,9 +31,9 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from mlic.cli import run_cli
 from mlic.config import Data
-from mlic.data import genre_targets, onehot_targets, read_csv_file
 from mlic.errors import DataError, MlicError
 from mlic.io import atomic_path
+from mlic.labels import genre_targets, onehot_targets, read_csv_file
 
 SPLITS = ("train", "valid", "test")
 FILE_NAMES = {split: f"{split}_df.csv" for split in SPLITS}

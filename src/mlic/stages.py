@@ -34,7 +34,6 @@ from mlic.errors import ConfigError
 from mlic.evaluation import Results, apply_thresholds, constant_loss, evaluate, per_class_rows, setup_loss
 from mlic.images import Preprocessing
 from mlic.lr_finder import RangeTest, describe, range_test
-from mlic.metrics import prior_logits
 from mlic.models import (
     create_model,
     frozen_parameter_names,
@@ -58,6 +57,7 @@ from mlic.runtime import (
     training_device,
     world_size,
 )
+from mlic.tasks import get_task
 
 log = logging.getLogger("mlic")
 
@@ -83,7 +83,7 @@ def _init_head(config: Config, model: torch.nn.Module, train: LabelTable, new_he
     loss when every image gets the prior logits, the loss a first batch is compared with."""
     pos_weight = getattr(config.loss, "pos_weight", None)
     weight = pos_weight.numpy() if isinstance(pos_weight, torch.Tensor) else None
-    logits = prior_logits(train.targets, weight)
+    logits = get_task(config.task).prior_logits(train.targets, weight)
     prior_loss = constant_loss(config.loss, train.targets, logits)
     if not (config.model.prior_init and new_head):
         return prior_loss
@@ -123,7 +123,7 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     L.seed_everything(config.seed, workers=True, verbose=False)
     if config.data.num_workers == "auto":  # resolved once, for every loader of the run
         config.data.num_workers = worker_count(config.data, local_processes(config))
-    tables = read_splits(config.data, config.seed)
+    tables = read_splits(config.data, config.seed, config.task)
     classes = tables["train"].classes
     model = create_model(config.model, len(classes))
     head_loaded = False
@@ -352,7 +352,8 @@ def _final(
     if not is_rank_zero():  # every process evaluated its share; the first writes
         return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), None, range_tests)
     thresholds = apply_thresholds(exp_dir, config, run_.classes, outputs, results)
-    classes_table = per_class_rows(run_.classes, run_.tables, outputs, config.threshold, thresholds)
+    classes_table = per_class_rows(config, run_.classes, run_.tables, outputs, thresholds)
+    task_section = get_task(config.task).report_section(exp_dir, run_.classes, classes_table, outputs)
     write_report(
         exp_dir,
         config,
@@ -361,7 +362,7 @@ def _final(
         recorder.best_row,
         results,
         train_time,
-        classes_table,
+        task_section,
         run_.notes,
         run_.environment,
     )

@@ -113,7 +113,7 @@ def run_sweep(config: Config, n_trials: int | None = None) -> SweepRun:
         study_name=config.experiment_name,
         storage=f"sqlite:///{(folder / 'optuna.db').resolve()}",
         load_if_exists=True,
-        direction=sweep.resolved_direction(),
+        direction=sweep.resolved_direction(sweep.metric or config.monitor),
         sampler=optuna.samplers.TPESampler(seed=config.seed),
         pruner=pruner or optuna.pruners.NopPruner(),
     )
@@ -123,17 +123,18 @@ def run_sweep(config: Config, n_trials: int | None = None) -> SweepRun:
     wanted = n_trials or sweep.n_trials
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
-    split, metric = sweep.metric.split("/", 1)
+    target = sweep.metric or config.monitor
+    split, metric = target.split("/", 1)
 
     def objective(trial: Any) -> float:
         values = {key: space.suggest(trial, key) for key, space in sweep.space.items()}
         config_t = trial_config(config, values, trial.number, folder)
-        config_t.callbacks = [*config_t.callbacks, TrialPruning(trial, sweep.metric)]
+        config_t.callbacks = [*config_t.callbacks, TrialPruning(trial, target)]
         log.info("sweep: trial %d of %d: %s", trial.number, wanted, values)
         outcome = run(config_t)
         value = outcome.results.get(split, {}).get(metric)
         if value is None or not math.isfinite(value):
-            raise MlicError(f"trial {trial.number} has no finite {sweep.metric}")
+            raise MlicError(f"trial {trial.number} has no finite {target}")
         trial.set_user_attr("experiment", config_t.experiment_name)
         return float(value)
 
@@ -149,7 +150,7 @@ def run_sweep(config: Config, n_trials: int | None = None) -> SweepRun:
     io.write_with(folder / "sweep.csv", lambda p: trials.to_csv(p, index=False))
     folders = sorted(p for p in folder.iterdir() if p.is_dir())
     try:
-        table, _ = compare(folders, sweep.metric)
+        table, _ = compare(folders, target)
         text = markdown(table)
         io.write_text(folder / "compare.md", text + "\n")
         io.write_with(folder / "compare.csv", lambda p: table.to_csv(p, index=False))
