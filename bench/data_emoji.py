@@ -2,6 +2,7 @@
 
 Usage (from the repo root):
     .venv/bin/python bench/data_emoji.py --out data/emoji [--packages data/npm] [--classes 18] [--seed 0] [--force]
+    .venv/bin/python bench/data_emoji.py --labels category --out data/emoji_category   # single-label
 
 Source: the npm packages emoji-datasource-{apple,google,twitter,facebook}@16.0.0 (iamcal/emoji-data;
 `img/<vendor>/64/<unified>.png` and `emoji.json`, MIT for the data) and emojilib@4.0.3 (MIT; its
@@ -16,6 +17,9 @@ Labels: emojilib keywords. Classes are the --classes most frequent keywords over
 keyword that is an emoji's own name (emojilib's first keyword or an emoji.json short name, e.g. "woman"),
 one that covers more than 40% of the emoji, and one that labels nearly the same emoji as a more frequent
 class (Jaccard >= 0.8: "banner", "country", "nation" repeat "flag"). Emoji with no class are dropped.
+With `--labels category` the set is single-label instead: an emoji's class is its emoji.json
+`category` ("Smileys & Emotion", "Animals & Nature", ... ; "Component", the bare skin tones and hair
+styles, left out), one 0/1 column per category with exactly one 1 per row; every emoji is kept.
 Groups: the emoji (its unified code), so all vendors' drawings of one emoji sit in one split; ~70/15/15
 train/valid/test, greedy-stratified over groups with --seed (see bench/_suite.py).
 """
@@ -64,7 +68,14 @@ def choose_classes(keywords: dict[str, set[str]], names: set[str], k: int) -> li
 
 
 def main() -> int:
-    args = _suite.parser(__doc__, "data/emoji").parse_args()
+    parser = _suite.parser(__doc__, "data/emoji")
+    parser.add_argument(
+        "--labels",
+        choices=("keywords", "category"),
+        default="keywords",
+        help="keywords: multi-label (default); category: one emoji.json category per emoji (single-label)",
+    )
+    args = parser.parse_args()
     start = time.time()
     packages = {f"emoji-datasource-{v}": VERSION for v in VENDORS} | {"emojilib": EMOJILIB}
     modules = _suite.npm_packages(args.packages, packages)
@@ -78,7 +89,11 @@ def main() -> int:
         if words:
             keywords[e["unified"]] = set(words[1:])
             names.update([words[0], *e["short_names"]])
-    classes = choose_classes(keywords, names, args.classes)
+    if args.labels == "category":
+        classes = sorted({e["category"] for e in emoji} - {"Component"})
+        keywords = {e["unified"]: {e["category"]} for e in emoji}
+    else:
+        classes = choose_classes(keywords, names, args.classes)
     print(f"classes: {', '.join(classes)}")
 
     out = _suite.prepare_out(args.out, args.force)

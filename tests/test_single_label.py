@@ -260,3 +260,12 @@ def test_a_monitor_of_the_other_task_is_one_sentence(tmp_path):
     )
     with pytest.raises(Exception, match=r"'monitor' must be one of valid/loss, valid/accuracy.*single_label"):
         load_config(tmp_path / "c.py")
+
+
+def test_compare_lists_a_single_label_experiment_by_accuracy(trained):
+    from mlic.compare import compare
+
+    outcome, _, _ = trained
+    table, _ = compare([outcome.exp_dir])
+    assert table["test/accuracy"].iloc[0] == pytest.approx(outcome.results["test"]["accuracy"], abs=1e-4)
+    assert "valid/map" not in table.columns

@@ -23,7 +23,8 @@ from mlic.cli import run_cli
 from mlic.errors import MlicError
 from mlic.report import rows_table
 
-METRICS = ("map", "auc", "f1_micro")
+# multi-label experiments fill the first three, single-label ones accuracy
+METRICS = ("map", "auc", "f1_micro", "accuracy")
 COLUMNS = (
     "experiment",
     "model",
@@ -114,9 +115,10 @@ def experiment_rows(exp_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(folders: Sequence[Path], sort: str = "valid/map") -> tuple[pd.DataFrame, list[str]]:
-    """The table over `folders` (those holding a model.best.pth), sorted by `sort` descending, and a
-    note for each folder passed over."""
+def compare(folders: Sequence[Path], sort: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The table over `folders` (those holding a model.best.pth), sorted by `sort` descending (default
+    valid/map, or valid/accuracy when no experiment has a mAP: single-label ones), and a note for each
+    folder passed over. Metric columns that no experiment has are left out."""
     rows, skipped = [], []
     for folder in folders:
         folder = Path(folder)
@@ -132,9 +134,13 @@ def compare(folders: Sequence[Path], sort: str = "valid/map") -> tuple[pd.DataFr
             f"model.best.pth), e.g. `python -m mlic.compare experiments/*`"
         )
     df = pd.DataFrame(rows, columns=list(COLUMNS))
+    if sort is None:
+        sort = "valid/map" if df["valid/map"].notna().any() else "valid/accuracy"
     if sort not in df.columns:
         raise MlicError(f"--sort {sort!r} is not a column; the columns are: {', '.join(COLUMNS)}")
     df = df.sort_values(sort, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    metrics = [f"{split}/{m}" for split in ("valid", "test") for m in METRICS]
+    df = df.drop(columns=[c for c in metrics if c != sort and df[c].isna().all()])
     return df, skipped
 
 
@@ -167,7 +173,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="where compare.md and compare.csv go (default: the first folder's parent)",
     )
     parser.add_argument(
-        "--sort", default="valid/map", help="column to sort by, descending (default valid/map)"
+        "--sort",
+        default=None,
+        help="column to sort by, descending (default valid/map; valid/accuracy for single-label experiments)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
