@@ -111,17 +111,24 @@ def genre_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | 
         classes = sorted({n for row in names for n in row})
         if not classes:
             raise DataError(f"label table {path}: column '{column}' holds no label names")
+    return names_targets(names, path, classes, "genre", "add it to data.classes or fix the row"), list(
+        classes
+    )
+
+
+def names_targets(names: list[list[str]], path: Path, classes: list[str], what: str, hint: str) -> np.ndarray:
+    """One-hot targets of each row's class names; a name that is not a class names its row."""
     index = {c: i for i, c in enumerate(classes)}
     targets = np.zeros((len(names), len(classes)), dtype=np.float32)
     for row, row_names in enumerate(names):
         for n in row_names:
             if n not in index:
+                known = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
                 raise DataError(
-                    f"label table {path}, row {row + 2}: unknown genre {n!r} (known: {', '.join(classes)}); "
-                    f"add it to data.classes or fix the row"
+                    f"label table {path}, row {row + 2}: unknown {what} {n!r} (known: {known}); {hint}"
                 )
             targets[row, index[n]] = 1.0
-    return targets, list(classes)
+    return targets
 
 
 def image_paths(ids: np.ndarray, cfg: Data) -> np.ndarray:
@@ -153,15 +160,7 @@ def class_names(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | No
         raise DataError(f"label table {path}, row {empty[0] + 2}: column '{column}' is empty")
     if classes is None:
         classes = sorted(set(names))
-    index = {c: i for i, c in enumerate(classes)}
-    targets = np.zeros((len(names), len(classes)), dtype=np.float32)
-    for row, name in enumerate(names):
-        if name not in index:
-            raise DataError(
-                f"label table {path}, row {row + 2}: unknown class {name!r} (known: {', '.join(classes[:10])}"
-                f"{', ...' if len(classes) > 10 else ''}); the train split fixes the classes"
-            )
-        targets[row, index[name]] = 1.0
+    targets = names_targets([[n] for n in names], path, classes, "class", "the train split fixes the classes")
     return targets, list(classes)
 
 
