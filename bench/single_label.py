@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,16 +34,6 @@ from parity import LR, load_split  # noqa: E402
 
 from mlic import Stage  # noqa: E402
 from mlic.stages import run  # noqa: E402
-
-ROOT = "data/emoji_category"
-
-
-def ensure_data() -> str:
-    if not (Path(ROOT) / "train_df.csv").is_file():
-        subprocess.run(
-            [sys.executable, "bench/data_emoji.py", "--labels", "category", "--out", ROOT], check=True
-        )
-    return ROOT
 
 
 def scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norm) -> dict[str, float]:
@@ -97,11 +86,13 @@ def plain_loop(root: Path, seed: int, epochs: int) -> dict[str, float]:
 
 
 def mlic_run(seed: int, epochs: int) -> dict[str, float]:
-    config = suite.config("emoji", f"single_label_{seed}", [Stage("full", epochs=epochs, lr=LR)], seed=seed)
-    config.data.root = ensure_data()
-    config.task = "single_label"
-    config.loss = torch.nn.CrossEntropyLoss()
-    config.monitor = "valid/accuracy"
+    config = suite.config(
+        "emoji_category",
+        f"single_label_{seed}",
+        [Stage("full", epochs=epochs, lr=LR)],
+        seed=seed,
+        task="single_label",
+    )
     exp_dir = run(config).exp_dir
     valid = float(pd.read_csv(exp_dir / "metrics.csv")["valid/accuracy"].max())
     test = suite.test_metrics(exp_dir)
@@ -122,7 +113,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
     suite.quiet()
-    root = Path(ensure_data())
+    root = Path(suite.ensure_data("emoji_category"))
     rows = []
     for seed in args.seeds:
         for name, fn in (

@@ -19,8 +19,12 @@ import torch
 
 from mlic import Config, Data, Model, Stage
 
-DATASETS = {"emoji": "data/emoji", "icons": "data/icons"}
-BUILDERS = {"emoji": "bench/data_emoji.py", "icons": "bench/data_icons.py"}
+DATASETS = {"emoji": "data/emoji", "icons": "data/icons", "emoji_category": "data/emoji_category"}
+BUILDERS = {  # the builder's command line, less --out
+    "emoji": ["bench/data_emoji.py"],
+    "icons": ["bench/data_icons.py"],
+    "emoji_category": ["bench/data_emoji.py", "--labels", "category"],  # single-label
+}
 MODEL = "resnet10t"
 IMG_SIZE = (48, 48)
 BATCH = 64
@@ -30,7 +34,7 @@ def ensure_data(name: str) -> str:
     """The data set's folder, built by its builder first when it is not there yet."""
     root = DATASETS[name]
     if not (Path(root) / "train_df.csv").is_file():
-        subprocess.run([sys.executable, BUILDERS[name], "--out", root], check=True)
+        subprocess.run([sys.executable, *BUILDERS[name], "--out", root], check=True)
     return root
 
 

@@ -21,7 +21,7 @@ from mlic import Config, Data, Model, Stage
 from mlic.checkpoints import load_model_file
 from mlic.config_file import load_config
 from mlic.data import read_splits
-from mlic.errors import DataError
+from mlic.errors import ConfigError, DataError
 from mlic.evaluation import evaluate_split
 from mlic.export import export_experiment, run_exported
 from mlic.predict import predict_paths
@@ -258,7 +258,9 @@ def test_a_monitor_of_the_other_task_is_one_sentence(tmp_path):
         "from mlic import Config, Data\n"
         "config = Config(experiment_name='x', task='single_label', monitor='valid/map', data=Data(root='.'))\n"
     )
-    with pytest.raises(Exception, match=r"'monitor' must be one of valid/loss, valid/accuracy.*single_label"):
+    with pytest.raises(
+        ConfigError, match=r"'monitor' must be one of valid/loss, valid/accuracy.*single_label"
+    ):
         load_config(tmp_path / "c.py")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mlic.errors import DataError
-from mlic.images import IMAGE_EXTENSIONS
+from mlic.images import list_folder
 
 if TYPE_CHECKING:  # the config's Data, read by attribute only (mlic.config imports the tasks)
     from mlic.config import Data
@@ -99,13 +99,19 @@ def split_names(series: pd.Series, sep: str) -> list[list[str]]:
     return [[n.strip() for n in str(v).split(sep) if n.strip()] for v in series.tolist()]
 
 
-def genre_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
+def _label_column(df: pd.DataFrame, path: Path, cfg: Data, holding: str) -> str:
+    """`data.label_column`, or one sentence when the table lacks it (`holding`: what it should hold)."""
     column = cfg.label_column
     if column not in df.columns:
         raise DataError(
             f"label table {path} has no '{column}' column (columns: {', '.join(map(str, df.columns))}); "
-            f"set data.label_column to the column of '{cfg.label_separator}'-separated names"
+            f"set data.label_column to the column of {holding}"
         )
+    return column
+
+
+def genre_targets(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
+    column = _label_column(df, path, cfg, f"'{cfg.label_separator}'-separated names")
     names = split_names(df[column], cfg.label_separator)
     if classes is None:
         classes = sorted({n for row in names for n in row})
@@ -148,12 +154,7 @@ def csv_labels(path: Path, cfg: Data, classes: list[str] | None, targets_of: Any
 
 def class_names(df: pd.DataFrame, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
     """One-hot targets from `data.label_column` holding one class name per row (single-label)."""
-    column = cfg.label_column
-    if column not in df.columns:
-        raise DataError(
-            f"label table {path} has no '{column}' column (columns: {', '.join(map(str, df.columns))}); "
-            f"set data.label_column to the column of class names"
-        )
+    column = _label_column(df, path, cfg, "class names")
     names = [str(v).strip() for v in df[column].tolist()]
     empty = [i for i, n in enumerate(names) if not n]
     if empty:
@@ -198,15 +199,10 @@ def folder_labels(folder: Path, classes: list[str] | None) -> tuple:
                 f"class folder {sub} is not one of the train split's classes ({', '.join(classes[:10])}"
                 f"{', ...' if len(classes) > 10 else ''}); every split uses the train split's classes"
             )
-        images = sorted(
-            (p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-            key=lambda p: p.name,
-        )
-        if not images:
-            raise DataError(
-                f"class folder {sub} holds no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}); "
-                f"add its images or remove the folder"
-            )
+        try:
+            images = list_folder(sub)
+        except DataError as e:
+            raise DataError(f"class {e}; add its images or remove the folder") from None
         c = classes.index(sub.name)
         for image in images:
             ids.append(f"{sub.name}/{image.name}")
