@@ -63,6 +63,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=5,
         help="single-label experiments: how many of the most probable classes to write (default: %(default)s)",
     )
+    parser.add_argument(
+        "--masks",
+        type=Path,
+        default=None,
+        help="segmentation experiments: write each image's predicted mask here as a PNG (DIR/<image stem>.png, "
+        "the class index per pixel; multi-label: DIR/<class>/<image stem>.png)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return parser.parse_args(argv)
@@ -99,7 +106,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes); {source}")
     else:
         print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes, {mf.task})")
-    df = predict_paths(mf, paths, thresholds, args.batch_size, names=names, top_k=args.top_k)
+    df = predict_paths(
+        mf, paths, thresholds, args.batch_size, names=names, top_k=args.top_k, masks_dir=args.masks
+    )
     write_predictions(df, args.out)
     failed = df["error"] != ""
     if failed.all():

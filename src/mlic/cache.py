@@ -77,6 +77,10 @@ def cache_images(
     one sentence before anything is written (as `data.verify_images` does)."""
     if cfg.cache is False:
         return False
+    if any(t.masks is not None for t in tables.values()):  # segmentation augments image and mask together
+        if cfg.cache is True:
+            log.info("data.cache: segmentation reads images and masks from disk every epoch (no cache)")
+        return False
     count = sum(len(t) for t in tables.values())
     need, budget = cache_bytes(tables, prep.img_size), memory_budget(cfg, processes)
     if need > budget:

@@ -22,14 +22,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import timm
 import torch
 from torch import nn
 
 from mlic import io
+from mlic.architectures import build_network
 from mlic.config import Config
-from mlic.errors import CheckpointError, DataError
+from mlic.errors import CheckpointError, ConfigError, DataError
 from mlic.images import Preprocessing
+from mlic.tasks import get_task
 
 # ------------------------------------------------------------------------------------------ weights
 
@@ -145,6 +146,7 @@ def model_file(
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
         # what rebuilding the model and thresholding its output need, without the config
         "model_kwargs": {k: v for k, v in config.model.kwargs.items() if _plain(v)},
+        "encoder": config.model.encoder,  # a segmentation model's smp encoder (None for timm models)
         "threshold": config.threshold,
         "task": config.task,  # how its outputs become probabilities (mlic.tasks)
     }
@@ -174,12 +176,12 @@ def load_model_file(path: Path) -> ModelFile:
             f"model.best.pth, model.last.pth or model.swa.pth of an experiment"
         )
     kwargs = dict(meta.get("model_kwargs") or {})
+    task = str(meta.get("task", "multi_label"))  # model files from before tasks are multi-label
     try:
-        model = timm.create_model(
-            meta["model_name"], pretrained=False, num_classes=len(meta["classes"]), **kwargs
-        )
+        family = get_task(task).family
+        model = build_network(family, meta["model_name"], len(meta["classes"]), kwargs, meta.get("encoder"))
         model.load_state_dict(state)
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError, ConfigError) as e:
         raise CheckpointError(
             f"model file {path} cannot be loaded into {meta['model_name']!r}: {e}"
         ) from None
@@ -197,7 +199,7 @@ def load_model_file(path: Path) -> ModelFile:
         prep,
         float(meta.get("threshold", 0.5)),
         dict(meta.get("metrics", {})),
-        str(meta.get("task", "multi_label")),  # model files from before tasks are multi-label
+        task,
     )
 
 

@@ -76,7 +76,10 @@ class Data:
     label_separator: str = "|"
     image_pattern: str = "{id}.jpg"
     ignore_columns: list[str] = field(default_factory=list)
-    classes: list[str] | None = None
+    # the classes, in order; for segmentation a dict may map each name to its mask value
+    classes: list[str] | dict[str, int] | None = None
+    masks: str = "masks"  # segmentation with a CSV of ids: the masks' folder under root
+    mask_pattern: str = "{id}.png"  # ... and each mask's file name
     img_size: tuple[int, int] | None = None
     batch_size: int = 32
     num_workers: int | Literal["auto"] = "auto"  # "auto": the CPUs this process has, less one, at most 8
@@ -94,7 +97,10 @@ class Data:
 class Model:
     """Which timm model, and which weights it starts from."""
 
-    name: str = "resnet18"
+    name: str = (
+        "resnet18"  # a timm model; for segmentation an smp architecture (Unet, FPN, DeepLabV3Plus, ...)
+    )
+    encoder: str | None = None  # segmentation only: the smp encoder ("resnet34" when None; "tu-<timm name>")
     pretrained: bool | str = True
     checkpoint: str | None = None
     freeze_bn: bool = True
@@ -236,7 +242,8 @@ class Config:
 
     experiment_name: str
     data: Data
-    # "multi_label" (sigmoid, mAP), "single_label" (softmax, accuracy); see mlic.tasks
+    # "multi_label" (sigmoid, mAP), "single_label" (softmax, accuracy), "segmentation" (a class per
+    # pixel, softmax, IoU), "multilabel_segmentation" (a mask per class, sigmoid, IoU); see mlic.tasks
     task: str = "multi_label"
     model: Model = field(default_factory=Model)
     loss: Callable | None = None  # None: the task's (BCEWithLogitsLoss; CrossEntropyLoss for single_label)

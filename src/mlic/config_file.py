@@ -283,7 +283,24 @@ def validate(config: Config, where: str = "config") -> Config:
             )
     if not 0.0 < config.threshold < 1.0:
         raise ConfigError(f"{where}: field 'threshold' must be between 0 and 1, got {config.threshold}")
-    get_task(config.task)  # a task set by --set is checked here
+    task = get_task(config.task)  # a task set by --set is checked here
+    if isinstance(config.data.classes, dict):
+        if not task.pixelwise:
+            raise ConfigError(
+                f"{where}: field 'data.classes' maps names to mask values, which only segmentation masks "
+                f"have; for task {config.task!r} list the class names"
+            )
+        bad = [k for k, v in config.data.classes.items() if not (isinstance(v, int) and 0 <= v <= 255)]
+        if bad:
+            raise ConfigError(
+                f"{where}: field 'data.classes': class {bad[0]!r} maps to {config.data.classes[bad[0]]!r}; "
+                f"a mask value is a whole number from 0 to 255"
+            )
+    if task.pixelwise and config.mixing is not None:
+        raise ConfigError(
+            f"{where}: field 'mixing' (MixUp/CutMix) mixes classification targets; it is not available for "
+            f"task {config.task!r}"
+        )
     if config.monitor not in monitor_names(config.task):
         names = ", ".join(monitor_names(config.task))
         raise ConfigError(

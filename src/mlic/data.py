@@ -23,6 +23,7 @@ from mlic.errors import DataError
 from mlic.images import ImageTransform, Preprocessing, read_rgb
 from mlic.progress import progress
 from mlic.runtime import process_index
+from mlic.segmentation import Masks
 from mlic.tasks import Task, get_task
 
 log = logging.getLogger("mlic")
@@ -40,6 +41,7 @@ class LabelTable:
     images: np.ndarray | None = (
         None  # decoded and resized (rows × H × W × 3 uint8) when cached (`mlic.cache`)
     )
+    masks: Masks | None = None  # a segmentation split's masks; its `targets` are each class's pixel share
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,8 +53,8 @@ def read_table(
     """Read one split's labels as `task` reads them (a CSV; a folder per class for a single-label task);
     with `classes` given, check the split uses exactly those classes."""
     path = Path(path)
-    ids, paths, targets, classes = get_task(task).read_labels(path, cfg, classes)
-    return LabelTable(source=path, ids=ids, paths=paths, targets=targets, classes=classes)
+    ids, paths, targets, classes, *masks = get_task(task).read_labels(path, cfg, classes)
+    return LabelTable(path, ids, paths, targets, classes, masks=masks[0] if masks else None)
 
 
 def check_images(table: LabelTable) -> None:
@@ -86,8 +88,10 @@ def train_fraction(table: LabelTable, fraction: float, seed: int) -> LabelTable:
             f"data.data_fraction {fraction} of the {n} rows of {table.source} is no row; raise data_fraction"
         )
     rng = np.random.RandomState(seed)
+    # a segmentation table's targets are pixel shares: stratified on the classes each image shows
+    labels = table.targets if table.masks is None else (table.targets > 0).astype(np.float32)
     try:  # stratified on each class's positives, so the row count is about `wanted`, not exactly
-        _, rows = _take(table.targets, np.arange(n), wanted / n, rng)
+        _, rows = _take(labels, np.arange(n), wanted / n, rng)
     except ValueError:  # too few rows for the stratified splitter: a plain random subset
         rows = np.sort(rng.permutation(n)[:wanted])
     log.info(
@@ -97,7 +101,10 @@ def train_fraction(table: LabelTable, fraction: float, seed: int) -> LabelTable:
         n,
         table.source.name,
     )
-    return LabelTable(table.source, table.ids[rows], table.paths[rows], table.targets[rows], table.classes)
+    masks = table.masks.subset(rows) if table.masks is not None else None
+    return LabelTable(
+        table.source, table.ids[rows], table.paths[rows], table.targets[rows], table.classes, masks=masks
+    )
 
 
 def read_splits(cfg: Data, seed: int = 0, task: str | Task = "multi_label") -> dict[str, LabelTable]:
@@ -209,6 +216,26 @@ class ImageDataset(Dataset):
         return self.transform(read_rgb(str(self.paths[index]))), self.targets[index]
 
 
+class MaskDataset(ImageDataset):
+    """Images and their masks (segmentation); items are (CHW float tensor, C×H×W float mask), both
+    through the same resizing and augmentations (`ImageTransform.pair`)."""
+
+    def __init__(self, paths: np.ndarray, masks: Masks, transform: ImageTransform) -> None:
+        super().__init__(paths, np.zeros((len(paths), 0), dtype=np.float32), transform)
+        self.masks = masks
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, mask = self.transform.pair(read_rgb(str(self.paths[index])), self.masks[index])
+        return x, self.masks.target(mask)
+
+
+def dataset_of(table: LabelTable, transform: ImageTransform) -> ImageDataset:
+    """The Dataset of a split: its images with their targets, or with their masks."""
+    if table.masks is not None:
+        return MaskDataset(table.paths, table.masks, transform)
+    return ImageDataset(table.paths, table.targets, transform, table.images)
+
+
 # ---------------------------------------------------------------------------------- sampling, workers
 
 
@@ -281,7 +308,7 @@ def make_loader(
     With `processes` > 1 (DDP, which hands each process its share of the sampler's indices) the
     iteration sampler yields that many times more, so every process still takes
     `num_iteration_on_epoch` batches: the job makes that many optimizer steps per epoch."""
-    dataset = ImageDataset(table.paths, table.targets, transform, table.images)
+    dataset = dataset_of(table, transform)
     if train:
         dataset.process = process_index()  # for the workers' seeds
         transform.reseed(process_seed(seed, dataset.process))  # used as is when num_workers=0; workers reseed
@@ -329,7 +356,7 @@ def build_loaders(
     """Train loader (augmented, shuffled; see `make_loader` for `processes`) and plain loaders for valid/test."""
     train_tf = prep.transform(config.data.augmentations)
     # one image through the train transform now, so a broken augmentation stops before training
-    copy.deepcopy(train_tf)(read_rgb(str(tables["train"].paths[0])))
+    dataset_of(tables["train"], copy.deepcopy(train_tf))[0]
     train = make_loader(
         tables["train"], train_tf, config.data, train=True, seed=config.seed, processes=processes
     )

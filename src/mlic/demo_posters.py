@@ -161,9 +161,16 @@ def _contrast_colour(background: np.ndarray, rng: np.random.Generator) -> np.nda
 
 
 def paste_digits(
-    img: np.ndarray, digits: Sequence[np.ndarray], rng: np.random.Generator, height: tuple[int, int]
+    img: np.ndarray,
+    digits: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    height: tuple[int, int],
+    label_map: np.ndarray | None = None,
+    values: Sequence[int] | None = None,
 ) -> None:
-    """Paste cropped grey ``digits`` into ``img`` in place: random size, colour and spread-out positions."""
+    """Paste cropped grey ``digits`` into ``img`` in place: random size, colour and spread-out positions.
+    With ``label_map`` (H×W) and one value per digit, each digit's pixels (ink at least half its
+    strongest) are set to its value there: a segmentation mask."""
     heights = rng.integers(height[0], height[1] + 1, size=len(digits)).astype(float)
     for _ in range(20):
         masks = [_scaled_mask(d, max(8, int(hh))) for d, hh in zip(digits, heights)]
@@ -173,19 +180,26 @@ def paste_digits(
         heights *= 0.9  # crowded poster: shrink the digits and retry
     else:  # pragma: no cover - three digits always fit after shrinking
         corners = [(0, 0)] * len(masks)
-    for mask, (y, x) in zip(masks, corners):
+    for k, (mask, (y, x)) in enumerate(zip(masks, corners)):
         region = img[y : y + mask.shape[0], x : x + mask.shape[1]]
         colour = _contrast_colour(region, rng)
         region *= 1 - mask[..., None]
         region += mask[..., None] * colour
+        if label_map is not None and values is not None:
+            label_map[y : y + mask.shape[0], x : x + mask.shape[1]][mask >= 0.5] = values[k]
 
 
 def render_poster(
-    digits: Sequence[np.ndarray], rng: np.random.Generator, size: tuple[int, int] = POSTER_SIZE
+    digits: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    size: tuple[int, int] = POSTER_SIZE,
+    label_map: np.ndarray | None = None,
+    values: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Render a uint8 RGB poster of ``size`` showing the given cropped grey digits."""
+    """Render a uint8 RGB poster of ``size`` showing the given cropped grey digits (with ``label_map``
+    and ``values``, their mask too: `paste_digits`)."""
     img = random_background(size, rng)
-    paste_digits(img, digits, rng, DIGIT_HEIGHT)
+    paste_digits(img, digits, rng, DIGIT_HEIGHT, label_map, values)
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.3, 0.8))
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)

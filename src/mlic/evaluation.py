@@ -37,7 +37,7 @@ Results = dict[str, dict[str, float]]  # split -> metric -> value
 # --------------------------------------------------------------------------------------------- the loss
 
 
-def setup_loss(loss: Any, train: LabelTable, classes: list[str]) -> None:
+def setup_loss(loss: Any, train: LabelTable, classes: list[str], task: str | Task = "multi_label") -> None:
     """Give the loss the train labels when it wants them, then try it on one batch of the train targets,
     so a loss that does not fit these classes stops before anything is written or trained."""
     if hasattr(loss, "setup"):  # e.g. BCEWithLogitsLoss(pos_weight="auto") reads the train labels
@@ -46,7 +46,7 @@ def setup_loss(loss: Any, train: LabelTable, classes: list[str]) -> None:
         if getattr(loss, "auto", False) and weight is not None:
             pairs = ", ".join(f"{c} {float(w):.2f}" for c, w in zip(classes, weight))
             log.info("pos_weight from the train labels (negatives/positives): %s", pairs)
-    targets = torch.from_numpy(np.array(train.targets[:4], dtype=np.float32))  # a writable copy
+    targets = get_task(task).loss_probe(train.targets[:4])  # a writable copy, shaped as batches are
     try:
         value = loss(torch.zeros_like(targets), targets)
     except Exception as e:  # noqa: BLE001 - any failure of user code is reported with the field
@@ -185,7 +185,7 @@ def open_experiment(
             f"{path} was trained on the classes {', '.join(mf.classes)}, but {config.data.train} has "
             f"{', '.join(tables['train'].classes)}; use the data the experiment was trained on"
         )
-    setup_loss(config.loss, tables["train"], mf.classes)
+    setup_loss(config.loss, tables["train"], mf.classes, config.task)
     return TrainedModel(exp_dir, path, mf, tables)
 
 

@@ -115,16 +115,26 @@ class ImageTransform:
         """`image` resized to `img_size` (what an exported model takes), before any augmentation."""
         return resize(image, self.img_size, self.interpolation)
 
-    def _augment(self, image: np.ndarray) -> np.ndarray:
+    def _augment(
+        self, image: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         if self.augmentations is None:
-            return image
+            return image, mask
         p = float(self.schedule_p[0])
         if p >= 0.0:
             if isinstance(self.augmentations, A.BaseCompose):
                 self.augmentations.p = p  # the pipeline draws it with its own generator
             elif np.random.random() >= p:
-                return image
-        if isinstance(self.augmentations, _ALBU_TYPES):
+                return image, mask
+        if mask is not None:
+            if not isinstance(self.augmentations, _ALBU_TYPES):
+                raise ConfigError(
+                    f"field 'data.augmentations' is a {type(self.augmentations).__name__}; segmentation needs "
+                    f"an albumentations pipeline (A.Compose), which moves each mask with its image"
+                )
+            both = self.augmentations(image=image, mask=mask)
+            out, mask = both["image"], both["mask"]
+        elif isinstance(self.augmentations, _ALBU_TYPES):
             out = self.augmentations(image=image)["image"]
         else:
             out = self.augmentations(image)
@@ -139,9 +149,28 @@ class ImageTransform:
             raise ConfigError(
                 f"field 'data.augmentations' returned {got}; it must return an HxWx3 uint8 RGB array"
             )
-        return out
+        return out, mask
 
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        image = self.resized(self._augment(self.resized(image)))
+    def _normalised(self, image: np.ndarray) -> torch.Tensor:
         x = (image.astype(np.float32) - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self._normalised(self.resized(self._augment(self.resized(image))[0]))
+
+    def pair(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """An image and its mask (H×W class indices or H×W×C 0/1 channels) through the same resizing and
+        augmentations (the mask resized by nearest neighbour): the model input and the mask at `img_size`."""
+        image, mask = self._augment(self.resized(image), resize_nearest(mask, self.img_size))
+        return self._normalised(self.resized(image)), resize_nearest(mask, self.img_size)
+
+
+def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A mask (H×W or H×W×C) resized to `size` (height, width) by taking each new pixel's nearest source
+    pixel: values stay class values, whatever the number of channels."""
+    h, w = size
+    if mask.shape[:2] == (h, w):
+        return mask
+    rows = np.minimum(((np.arange(h) + 0.5) * mask.shape[0] / h).astype(np.int64), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * mask.shape[1] / w).astype(np.int64), mask.shape[1] - 1)
+    return np.ascontiguousarray(mask[rows][:, cols])

@@ -12,39 +12,87 @@ import timm
 import torch
 from torch import nn
 
+from mlic.architectures import SMP_DEFAULT_ENCODER, build_network, is_segmentation_model
 from mlic.checkpoints import read_state_dict, state_differences
 from mlic.config import Model
 from mlic.errors import CheckpointError, ConfigError
 from mlic.images import Preprocessing
+from mlic.tasks import get_task
 
 log = logging.getLogger("mlic")
 
+SMP_DEFAULT_SIZE = (256, 256)  # a segmentation model's input size when data.img_size is not set
 
-def create_model(cfg: Model, num_classes: int) -> nn.Module:
-    """Create the timm model `cfg.name` with `num_classes` outputs and the weights `cfg` asks for."""
-    if cfg.name not in timm.list_models() and not timm.is_model(cfg.name):
-        close = timm.list_models(f"*{cfg.name}*")[:5]
-        hint = f" (similar: {', '.join(close)})" if close else ""
-        raise ConfigError(f"field 'model.name': timm has no model {cfg.name!r}{hint}")
+
+def create_model(cfg: Model, num_classes: int, task: str = "multi_label") -> nn.Module:
+    """Create the model `cfg` names with `num_classes` outputs and the weights `cfg` asks for: a timm
+    classifier, or for a segmentation task an smp architecture over `cfg.encoder`."""
+    family = get_task(task).family
+    if family == "timm":
+        if cfg.encoder is not None:
+            raise ConfigError(
+                f"field 'model.encoder' is for segmentation models; task {task!r} builds the timm model "
+                f"model.name={cfg.name!r}, so leave model.encoder out"
+            )
+        if cfg.name not in timm.list_models() and not timm.is_model(cfg.name):
+            close = timm.list_models(f"*{cfg.name}*")[:5]
+            hint = f" (similar: {', '.join(close)})" if close else ""
+            raise ConfigError(f"field 'model.name': timm has no model {cfg.name!r}{hint}")
     use_hub = cfg.pretrained is True
     try:
-        model = timm.create_model(
-            cfg.name, pretrained=use_hub, num_classes=num_classes, drop_rate=cfg.drop_rate, **cfg.kwargs
+        model = build_network(
+            family,
+            cfg.name,
+            num_classes,
+            cfg.kwargs,
+            cfg.encoder,
+            use_hub,
+            cfg.drop_rate if family == "timm" else None,
         )
-    except TypeError as e:
-        raise ConfigError(
-            f"field 'model.kwargs': timm cannot build {cfg.name!r} with {cfg.kwargs}: {e}"
-        ) from None
     except (OSError, RuntimeError) as e:
         if use_hub:
+            what = (
+                f"{cfg.name!r}" if family == "timm" else f"the encoder {cfg.encoder or SMP_DEFAULT_ENCODER!r}"
+            )
             raise CheckpointError(
-                f"could not fetch timm's pretrained weights for {cfg.name!r} ({type(e).__name__}); without "
+                f"could not fetch the pretrained weights of {what} ({type(e).__name__}); without "
                 f"internet set model.pretrained to a local weights file, or False"
             ) from None
         raise
     if isinstance(cfg.pretrained, str):
-        load_pretrained_file(model, Path(cfg.pretrained))
+        if family == "smp":
+            load_encoder_file(model, Path(cfg.pretrained))
+        else:
+            load_pretrained_file(model, Path(cfg.pretrained))
     return model
+
+
+def load_encoder_file(model: nn.Module, path: Path) -> None:
+    """Load local weights into an smp model's encoder: a timm or torchvision backbone's state dict (its
+    classifier left out), or an smp model's or encoder's own. The decoder and head stay new."""
+    state, _ = read_state_dict(path, "model.pretrained weights file")
+    own = model.encoder.state_dict()
+    loaded: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key.removeprefix("encoder.")
+        for name in (key, f"model.{key}"):  # smp's timm-universal encoders hold the timm model as `model`
+            if name in own and own[name].shape == value.shape:
+                loaded[name] = value
+                break
+    if len(loaded) < len(own) // 2:
+        first = next(iter(state), "nothing")
+        raise CheckpointError(
+            f"model.pretrained weights file {path} does not fit the encoder "
+            f"{type(model.encoder).__name__}: {len(loaded)} of its {len(own)} tensors match (the file's "
+            f"first: {first})"
+        )
+    model.encoder.load_state_dict(loaded, strict=False)
+    log.info(
+        "loaded %d of the encoder's %d tensors from %s; the decoder and head are newly initialised",
+        len(loaded),
+        len(own),
+        path,
+    )
 
 
 def _head_keys(model: nn.Module) -> set[str]:
@@ -125,6 +173,10 @@ def load_checkpoint(model: nn.Module, path: Path, model_name: str, classes: list
 def classifier_biases(model: nn.Module) -> list[torch.Tensor]:
     """The biases of the layers that produce the logits (timm's `get_classifier()`; a distilled ViT
     has two heads, whose outputs it averages); empty when a head has no bias."""
+    if is_segmentation_model(model):  # smp: the head's convolution gives a logit per class and pixel
+        layers = [m for m in model.segmentation_head.modules() if isinstance(m, nn.Conv2d)]
+        bias = layers[0].bias if layers else None
+        return [bias] if isinstance(bias, torch.Tensor) else []
     get = getattr(model, "get_classifier", None)
     layers = get() if callable(get) else None
     layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
@@ -150,7 +202,20 @@ def prior_init_head(model: nn.Module, logits: np.ndarray) -> bool:
 
 def preprocessing(model: nn.Module, img_size: tuple[int, int] | None) -> Preprocessing:
     """Resize and normalisation from the model's pretrained config; `img_size` overrides the size."""
-    data_cfg = timm.data.resolve_data_config({}, model=model)
+    if is_segmentation_model(model):  # smp encoders are ImageNet models: its normalisation
+        inner = getattr(model.encoder, "model", None)  # a timm-universal encoder's timm model
+        data_cfg = (
+            timm.data.resolve_data_config({}, model=inner)
+            if inner is not None
+            else {
+                "input_size": (3, *SMP_DEFAULT_SIZE),
+                "mean": timm.data.IMAGENET_DEFAULT_MEAN,
+                "std": timm.data.IMAGENET_DEFAULT_STD,
+            }
+        )
+        data_cfg["input_size"] = (3, *SMP_DEFAULT_SIZE)
+    else:
+        data_cfg = timm.data.resolve_data_config({}, model=model)
     size = tuple(img_size) if img_size else tuple(data_cfg["input_size"][1:])
     return Preprocessing(
         img_size=(int(size[0]), int(size[1])),
@@ -169,6 +234,10 @@ def head_parameter_names(model: nn.Module, img_size: tuple[int, int] = (64, 64))
     cached = getattr(model, "_mlic_head_names", None)
     if cached is not None:
         return cached
+    if is_segmentation_model(model):  # smp: the encoder is the backbone, decoder and head train anew
+        head = {n for n, _ in model.named_parameters() if not n.startswith("encoder.")}
+        model._mlic_head_names = head  # type: ignore[attr-defined]
+        return head
     was_training = model.training
     model.eval()
     named = [(n, p) for n, p in model.named_parameters()]
@@ -282,3 +351,24 @@ def backbone_norm_modules(model: nn.Module) -> list[nn.Module]:
         for name, m in model.named_modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and name not in head_modules
     ]
+
+
+def check_input_size(model: nn.Module, img_size: tuple[int, int]) -> None:
+    """A segmentation model's encoder divides the image by its output stride: one forward pass at
+    `img_size` now, so a size that does not divide stops with one sentence before anything is written."""
+    if not is_segmentation_model(model):
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, *img_size))
+        if tuple(out.shape[2:]) != tuple(img_size):
+            raise RuntimeError(f"its output is {out.shape[2]}×{out.shape[3]}, not the input's size")
+    except RuntimeError as e:
+        raise ConfigError(
+            f"field 'data.img_size': {type(model).__name__} over {type(model.encoder).__name__} cannot take "
+            f"{img_size[0]}×{img_size[1]} images ({str(e).splitlines()[0]})"
+        ) from None
+    finally:
+        model.train(was_training)

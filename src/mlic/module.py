@@ -148,8 +148,10 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x).float()
         loss = self.loss_fn(logits, y)
-        # kept on the device until the epoch ends, so the loop never waits on a copy to the CPU
-        self._outputs.setdefault(split, []).append((logits.detach(), y.detach(), loss.detach() * len(x)))
+        # what the task keeps of the batch (logits and targets; a segmentation task's per-image pixel
+        # counts), on the device until the epoch ends, so the loop never waits on a copy to the CPU
+        rows, targets = self.task.eval_rows(logits.detach(), y.detach(), self.threshold)
+        self._outputs.setdefault(split, []).append((rows, targets, loss.detach() * len(x)))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "valid")
@@ -183,16 +185,21 @@ class ClassifierModule(L.LightningModule):
             return
         logits = torch.cat([o[0] for o in outputs])
         targets = torch.cat([o[1] for o in outputs])
+        loss_sum = torch.stack([o[2] for o in outputs]).sum()
+        count = torch.tensor(float(len(targets)), device=loss_sum.device)
         if self.trainer.world_size > 1:  # every sample scored once, whatever the number of processes
             logits, targets = self._gather_every_sample_once(logits, targets, split)
-            with torch.no_grad():
-                loss = float(self.loss_fn(logits, targets))
+            if self.task.recomputes_loss:
+                with torch.no_grad():
+                    loss = float(self.loss_fn(logits, targets))
+            else:  # the batches' losses of every process (a padded repeat counts again)
+                loss = float(self.all_gather(loss_sum).sum()) / float(self.all_gather(count).sum())
         else:
-            loss = float(torch.stack([o[2] for o in outputs]).sum()) / len(targets)
-        probs, targets = self.task.activate(logits.float()).cpu(), targets.float().cpu()
-        self.last_outputs[split] = (probs.numpy(), targets.numpy())
+            loss = float(loss_sum) / len(targets)
+        probs, targets = self.task.split_outputs(logits, targets)
+        self.last_outputs[split] = (probs, targets)
         metrics = {"loss": loss}
-        metrics.update(self.task.metrics(probs.numpy(), targets.numpy(), self.threshold))
+        metrics.update(self.task.metrics(probs, targets, self.threshold))
         values = {f"{split}/{k}": v for k, v in metrics.items()}
         self.log_dict(values, prog_bar=split == "valid")
         self.epoch_summary.update(values)

@@ -5,7 +5,8 @@
 could not be predicted; such a row has no probabilities, and the other images are still predicted).
 Multi-label: one probability column per class and `predicted`, the classes at or above their
 threshold, `|`-separated, in class order. Single-label: `predicted` (the most probable class), then
-`top1`, `top1_prob`, ... for the `--top-k` most probable classes.
+`top1`, `top1_prob`, ... for the `--top-k` most probable classes. Segmentation: each class's share of
+the predicted pixels and `predicted`, the classes that cover any; `--masks DIR` writes the masks.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ def list_inputs(
 # ------------------------------------------------------------------------------------------ prediction
 
 
-def _load(path: Path, transform: ImageTransform) -> torch.Tensor:
-    """One image as a model input; DataError with one sentence when it cannot be."""
+def _load(path: Path, transform: ImageTransform) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One image as a model input, and its (height, width); DataError with one sentence when it cannot be."""
     if not path.exists():
         raise DataError(f"image {path} does not exist")
     if not path.is_file():
@@ -109,7 +110,45 @@ def _load(path: Path, transform: ImageTransform) -> torch.Tensor:
         raise DataError(f"image {path} cannot be decoded: not an image, or a corrupted one") from None
     except cv2.error as e:
         raise DataError(f"image {path} cannot be decoded: {e.err or e}") from None
-    return transform(image)
+    return transform(image), image.shape[:2]
+
+
+def mask_file_names(names: Sequence[str]) -> list[str]:
+    """A PNG name per input (its file's stem), numbered where two inputs share a stem."""
+    stems = [Path(n).stem or "image" for n in names]
+    seen: dict[str, int] = {}
+    out = []
+    for stem in stems:
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(f"{stem}.png" if seen[stem] == 1 else f"{stem}_{seen[stem]}.png")
+    return out
+
+
+def write_masks(
+    probs: np.ndarray,
+    sizes: list[tuple[int, int]],
+    names: list[str],
+    out: Path,
+    classes: Sequence[str],
+    multilabel: bool,
+) -> None:
+    """Save each image's predicted mask at the image's own size (nearest neighbour): `out/<name>.png`
+    holding the class index of each pixel, or for multi-label `out/<class>/<name>.png`, 255 where the
+    class is (sigmoid at least 0.5)."""
+    from PIL import Image
+
+    from mlic.images import resize_nearest
+
+    for folder in [out / c for c in classes] if multilabel else [out]:
+        folder.mkdir(parents=True, exist_ok=True)
+    for p, size, name in zip(probs, sizes, names):
+        if multilabel:
+            for j, c in enumerate(classes):
+                mask = resize_nearest(((p[j] >= 0.5) * 255).astype(np.uint8), size)
+                io.write_with(out / c / name, lambda f, m=mask: Image.fromarray(m).save(f, format="PNG"))
+        else:
+            mask = resize_nearest(p.argmax(0).astype(np.uint8), size)
+            io.write_with(out / name, lambda f, m=mask: Image.fromarray(m).save(f, format="PNG"))
 
 
 def _frame(
@@ -135,13 +174,16 @@ def predict_paths(
     names: Sequence[str] | None = None,
     show_progress: bool = True,
     top_k: int | None = None,
+    masks_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Predict every image: one row each, `image`, a probability per class, `predicted`, `error`.
 
     Images go through the model file's valid/test preprocessing in batches of `batch_size`, in eval
     mode without gradients, on `device` (default: the GPU when there is one; the model is moved there).
     An image that is missing or cannot be decoded gets a row with empty probabilities and a sentence in
-    `error`. `names` fill the `image` column (default: the paths).
+    `error`. `names` fill the `image` column (default: the paths). For a segmentation model each row
+    holds every class's share of the image's predicted pixels; with `masks_dir` the masks are written
+    there too (`write_masks`).
     """
     classes = list(model_file.classes)
     thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -161,16 +203,26 @@ def predict_paths(
     probs = np.full((len(paths), len(classes)), np.nan)
     errors = [""] * len(paths)
     bar = progress(None, len(paths), "predicting", show_progress)
+    task = get_task(model_file.task)
+    if masks_dir is not None and not task.pixelwise:
+        raise ConfigError(f"--masks is for segmentation models; {model_file.task!r} predicts no masks")
+    file_names = mask_file_names(names)
     for start in range(0, len(paths), batch_size):
-        rows, batch = [], []
+        rows, batch, sizes = [], [], []
         for i in range(start, min(start + batch_size, len(paths))):
             try:
-                batch.append(_load(Path(paths[i]), transform))
+                x, size = _load(Path(paths[i]), transform)
+                batch.append(x)
+                sizes.append(size)
                 rows.append(i)
             except DataError as e:
                 errors[i] = str(e)
         if batch:
-            probs[rows] = probabilities(model, torch.stack(batch).to(device), model_file.task)
+            out = probabilities(model, torch.stack(batch).to(device), model_file.task)
+            probs[rows] = task.per_image(out)
+            if masks_dir is not None:
+                multilabel = bool(getattr(task, "multilabel", False))
+                write_masks(out, sizes, [file_names[i] for i in rows], Path(masks_dir), classes, multilabel)
         bar.update(min(batch_size, len(paths) - start))
     bar.close()
     return _frame(model_file.task, names, classes, probs, thresholds, errors, top_k)

@@ -35,6 +35,7 @@ from mlic.evaluation import Results, apply_thresholds, constant_loss, evaluate, 
 from mlic.images import Preprocessing
 from mlic.lr_finder import RangeTest, describe, range_test
 from mlic.models import (
+    check_input_size,
     create_model,
     frozen_parameter_names,
     head_parameter_names,
@@ -125,13 +126,14 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
         config.data.num_workers = worker_count(config.data, local_processes(config))
     tables = read_splits(config.data, config.seed, config.task)
     classes = tables["train"].classes
-    model = create_model(config.model, len(classes))
+    model = create_model(config.model, len(classes), config.task)
     head_loaded = False
     if config.model.checkpoint:
         head_loaded = load_checkpoint(model, Path(config.model.checkpoint), config.model.name, classes)
-    setup_loss(config.loss, tables["train"], classes)
-    prior_loss = _init_head(config, model, tables["train"], new_head=not head_loaded and not resume)
     prep = preprocessing(model, config.data.img_size)
+    check_input_size(model, prep.img_size)
+    setup_loss(config.loss, tables["train"], classes, config.task)
+    prior_loss = _init_head(config, model, tables["train"], new_head=not head_loaded and not resume)
     head_parameter_names(model, prep.img_size)
     for stage in config.resolved_stages():  # a wrong pattern stops now, not after the stages before it
         frozen_parameter_names(model, stage.freeze_backbone, stage.freeze, f"stages.{stage.name}.freeze")

@@ -300,7 +300,9 @@ def run_swa(
     stage = stage or config.swa_stage()
     paths, how = _choose(config, checkpoints, selection or config.swa.selection, k or config.swa.k, stage)
     log.info("averaging %d checkpoints: %s", len(paths), ", ".join(p.name for p in paths))
-    model = create_model(replace(config.model, pretrained=False, checkpoint=None), len(best.classes))
+    model = create_model(
+        replace(config.model, pretrained=False, checkpoint=None), len(best.classes), config.task
+    )
     model.load_state_dict(average_checkpoints(paths, _reference_loader(config, exp_dir, best.classes, model)))
 
     loaders = {s: make_loader(t, best.prep.transform(), config.data, train=False) for s, t in tables.items()}

@@ -52,6 +52,9 @@ class Task:
     default_monitor: ClassVar[str]
     tunes_thresholds: ClassVar[bool] = False  # per-class thresholds tuned on valid (`thresholds.json`)
     output: ClassVar[str]  # what the exported model returns, in words (export.json)
+    family: ClassVar[str] = "timm"  # which library builds its models: "timm", or "smp" for segmentation
+    pixelwise: ClassVar[bool] = False  # targets are masks (segmentation): read with the images, no cache
+    recomputes_loss: ClassVar[bool] = True  # the loss can be recomputed from the gathered `eval_rows`
 
     def default_loss(self) -> nn.Module:
         raise NotImplementedError
@@ -61,8 +64,27 @@ class Task:
         raise NotImplementedError
 
     def metrics(self, probs: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, float]:
-        """The metrics of a whole split, keyed by `columns` (without `loss`)."""
+        """The metrics of a whole split (its `eval_rows` and their targets), keyed by `columns` (without `loss`)."""
         raise NotImplementedError
+
+    def eval_rows(
+        self, logits: torch.Tensor, targets: torch.Tensor, threshold: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What an evaluation keeps of one batch until the split ends, a row per image: (the logits, the
+        targets) for classification; a segmentation task keeps per-image counts instead of its masks."""
+        return logits, targets
+
+    def split_outputs(self, rows: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """A whole split's `eval_rows` as what `metrics`, the report and thresholds read: probabilities."""
+        return self.activate(rows.float()).cpu().numpy(), targets.float().cpu().numpy()
+
+    def loss_probe(self, targets: np.ndarray) -> torch.Tensor:
+        """A batch of targets shaped as the loss gets them, from rows of a label table's `targets`."""
+        return torch.from_numpy(np.array(targets, dtype=np.float32))
+
+    def per_image(self, probs: np.ndarray) -> np.ndarray:
+        """One row per image (N × C) of a batch of `activate`d outputs, for the predictions table."""
+        return probs
 
     def prior_logits(self, targets: np.ndarray, pos_weight: np.ndarray | None) -> np.ndarray:
         """The constant logits that fit the train labels best: the new head's starting bias."""
@@ -300,11 +322,118 @@ class SingleLabel(Task):
         return columns
 
 
+# --------------------------------------------------------------------------------------- segmentation
+
+
+class Segmentation(Task):
+    """Semantic segmentation: a class per pixel (softmax), or with `multilabel` a mask per class that may
+    overlap (a sigmoid per class, `threshold`). Models are segmentation-models-pytorch architectures;
+    masks are read by `mlic.segmentation`. An evaluation keeps, per image, the true-positive, false-positive
+    and false-negative pixels of each class (`segmentation.confusion_counts`), so a split's IoU and Dice
+    are exact over all its pixels whatever the batch size or the number of processes."""
+
+    family = "smp"
+    pixelwise = True
+    recomputes_loss = False
+    columns = ("loss", "iou", "dice")
+    default_monitor = "valid/iou"
+
+    def __init__(self, multilabel: bool) -> None:
+        self.multilabel = multilabel
+        self.name = "multilabel_segmentation" if multilabel else "segmentation"
+        self.output = (
+            "per-pixel class probabilities (a sigmoid per class), N×C×H×W at the input size"
+            if multilabel
+            else "per-pixel class probabilities (softmax over the classes, summing to 1), N×C×H×W at the input size"
+        )
+
+    def default_loss(self) -> nn.Module:
+        from mlic.segmentation import DiceLoss, SumLoss
+
+        if self.multilabel:
+            return SumLoss(DiceLoss("multilabel"), nn.BCEWithLogitsLoss())
+        return SumLoss(DiceLoss("multiclass"), nn.CrossEntropyLoss())
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+    def eval_rows(self, logits, targets, threshold):
+        from mlic.segmentation import confusion_counts
+
+        counts = confusion_counts(logits, targets, self.multilabel, threshold)
+        share = targets.float().mean(dim=tuple(range(2, targets.dim())))  # each class's share of the pixels
+        return counts, share
+
+    def split_outputs(self, rows, targets):
+        return rows.double().cpu().numpy(), targets.float().cpu().numpy()
+
+    def metrics(self, probs, targets, threshold):
+        """Mean IoU and Dice over the classes (a class absent from the split and never predicted is left
+        out), each from its pixels over the whole split."""
+        from mlic.segmentation import iou_dice, nanmean
+
+        iou, dice = iou_dice(probs)
+        return {"iou": nanmean(iou), "dice": nanmean(dice)}
+
+    def prior_logits(self, targets, pos_weight):
+        """Each class's share of the train pixels: log p for softmax, its log-odds for sigmoids."""
+        if self.multilabel:
+            return m.prior_logits(targets, pos_weight)
+        p = m.class_priors(targets)
+        return np.log(p / p.sum())
+
+    def loss_probe(self, targets):
+        rows = torch.from_numpy(np.array(targets, dtype=np.float32))
+        return rows[:, :, None, None].expand(-1, -1, 8, 8).contiguous()
+
+    def per_image(self, probs):
+        """Each class's share of the image's pixels in the prediction (most probable class, or at least 0.5)."""
+        if self.multilabel:
+            hits = probs >= 0.5
+        else:
+            hits = probs.argmax(1)[:, None] == np.arange(probs.shape[1])[None, :, None, None]
+        return hits.reshape(len(probs), probs.shape[1], -1).mean(-1)
+
+    def read_labels(self, path: Path, cfg: Data, classes: list[str] | None) -> tuple:
+        from mlic.segmentation import segmentation_labels
+
+        return segmentation_labels(path, cfg, classes, self.multilabel)
+
+    def per_class_rows(self, classes, supports, outputs, threshold, thresholds):
+        """Each class's share of the pixels, then its IoU and Dice, per evaluated split."""
+        from mlic.segmentation import iou_dice
+
+        rows: list[dict[str, Any]] = [{"class": c} for c in classes]
+        for split, (counts, shares) in outputs.items():
+            iou, dice = iou_dice(counts)
+            for j, row in enumerate(rows):
+                row[f"{split} pixels %"] = 100.0 * float(shares[:, j].mean())
+                row[f"{split} IoU"] = float(iou[j])
+                row[f"{split} Dice"] = float(dice[j])
+        return rows
+
+    def report_section(self, exp_dir, classes, rows, outputs) -> str:
+        return (
+            "\n## Per class\n\n`pixels %` is the class's share of the split's pixels in the true masks; IoU "
+            "and Dice count every pixel of the split (empty: the class is neither present nor predicted)."
+            f"\n\n{rows_table(rows, '.3f')}\n"
+        )
+
+    def predictions(self, classes, probs, thresholds, top_k):
+        """Each class's share of the image's predicted pixels, then `predicted`: the classes that cover
+        any pixel, `|`-separated (the masks themselves: `predict.py --masks DIR`)."""
+        columns: dict[str, list] = {name: probs[:, j].tolist() for j, name in enumerate(classes)}
+        columns["predicted"] = ["|".join(c for c, share in zip(classes, row) if share > 0) for row in probs]
+        return columns
+
+
 # ------------------------------------------------------------------------------------------ registry
 
-TASKS: dict[str, Task] = {t.name: t for t in (MultiLabel(), SingleLabel())}
+TASKS: dict[str, Task] = {
+    t.name: t for t in (MultiLabel(), SingleLabel(), Segmentation(False), Segmentation(True))
+}
 # every task's metric columns in one order that keeps each task's own: the tables show those a result has
-ALL_COLUMNS = ("loss", "map", "auc", "f1_micro", "accuracy", "top5_accuracy", "f1_macro")
+ALL_COLUMNS = ("loss", "map", "auc", "f1_micro", "accuracy", "top5_accuracy", "f1_macro", "iou", "dice")
 
 
 def get_task(name: str) -> Task:
