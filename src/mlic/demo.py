@@ -95,6 +95,7 @@ MARKER = ".complete"
 TASKS = ("multi_label", "single_label", "segmentation")
 # the segmentation demo's classes and their values in its masks (`data.classes` of configs/demo_segmentation.py)
 SEGMENTATION_CLASSES = {"background": 0, "digit_0-4": 128, "digit_5-9": 255}
+SEGMENTATION_COUNTS = (1500, 300, 300)  # train, valid, test images: a few minutes of training on 2 cores
 
 
 # ------------------------------------------------------------------------------------------- pretraining
@@ -481,23 +482,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="rebuild even if a complete build is present")
-    ap.add_argument("--train", type=int, default=N_TRAIN, help="number of train posters")
-    ap.add_argument("--valid", type=int, default=N_VALID, help="number of valid posters")
-    ap.add_argument("--test", type=int, default=N_TEST, help="number of test posters")
+    ap.add_argument(
+        "--train",
+        type=int,
+        default=None,
+        help=f"train images (default {N_TRAIN}; segmentation {SEGMENTATION_COUNTS[0]})",
+    )
+    ap.add_argument(
+        "--valid",
+        type=int,
+        default=None,
+        help=f"valid images (default {N_VALID}; segmentation {SEGMENTATION_COUNTS[1]})",
+    )
+    ap.add_argument(
+        "--test",
+        type=int,
+        default=None,
+        help=f"test images (default {N_TEST}; segmentation {SEGMENTATION_COUNTS[2]})",
+    )
     ap.add_argument("--model", default=DEMO_MODEL, help="timm backbone to pretrain")
     ap.add_argument(
         "--pretrain-epochs", type=int, default=PRETRAIN_EPOCHS, help="backbone pretraining epochs"
     )
     args = ap.parse_args(argv)
 
+    defaults = SEGMENTATION_COUNTS if args.task == "segmentation" else (N_TRAIN, N_VALID, N_TEST)
+    counts = [
+        given if given is not None else d for given, d in zip((args.train, args.valid, args.test), defaults)
+    ]
+
     def _build() -> int:
         start = time.perf_counter()
         build_demo(
             args.out,
             args.seed,
-            args.train,
-            args.valid,
-            args.test,
+            *counts,
             args.model,
             args.force,
             args.pretrain_epochs,

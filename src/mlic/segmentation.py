@@ -269,7 +269,7 @@ def nanmean(values: np.ndarray) -> float:
 
 class DiceLoss(nn.Module):
     """1 − soft Dice, per class over the batch's pixels, averaged over the classes present in the batch
-    (or predicted: a class absent from both adds nothing). `mode`: "multiclass" (softmax over the
+    (a class absent from the batch's targets adds nothing). `mode`: "multiclass" (softmax over the
     classes) or "multilabel" (a sigmoid per class). `smooth` keeps an empty class's ratio finite.
     Targets are N×C×H×W probabilities, as mlic gives them."""
 

@@ -7,6 +7,9 @@ resume, `--test`, export, predict) is shared and asks the config's task.
   ROC-AUC, F1 at a threshold, per-class thresholds tuned on valid.
 - `SingleLabel` (`task="single_label"`): exactly one class per image, from a folder per class or a
   CSV; softmax; accuracy, top-5 accuracy (more than five classes), macro F1, a confusion matrix.
+- `Segmentation` (`task="segmentation"`, `task="multilabel_segmentation"`): a class per pixel (softmax)
+  or a mask per class (sigmoids), segmentation-models-pytorch models; IoU and Dice. Its targets are
+  C×H×W one-hot masks in the batches, and each image's pixel share per class in the label table.
 
 Targets are a one-hot float matrix (rows × classes) for both, so samplers, the cache, `data_fraction`,
 mixing (the loss mixed with λ) and every loss that takes probability targets
