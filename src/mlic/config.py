@@ -246,7 +246,9 @@ class Config:
     # pixel, softmax, IoU), "multilabel_segmentation" (a mask per class, sigmoid, IoU); see mlic.tasks
     task: str = "multi_label"
     model: Model = field(default_factory=Model)
-    loss: Callable | None = None  # None: the task's (BCEWithLogitsLoss; CrossEntropyLoss for single_label; Dice+CE for segmentation)
+    loss: Callable | None = (
+        None  # None: the task's (BCEWithLogitsLoss; CrossEntropyLoss for single_label; Dice+CE for segmentation)
+    )
     optimizer: Callable = field(default_factory=_default_optimizer)
     scheduler: Callable | None = field(default_factory=_default_scheduler)
     stages: list[Stage] | None = None
