@@ -112,6 +112,21 @@ def start_cli_cases(cases: dict, tmp_path_factory: pytest.TempPathFactory):
             process.wait()
 
 
+def train_cli(folder: Path, config_text: str) -> subprocess.CompletedProcess:
+    """`python train.py config.py` as a user runs it: `folder/config.py` written from `config_text`,
+    ROOT_PATH at `folder/data`, run from `folder`."""
+    (folder / "config.py").write_text(config_text)
+    env = {**os.environ, "ROOT_PATH": str(folder / "data")}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "config.py"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def assert_user_error(result: subprocess.CompletedProcess) -> str:
     """Exit status 2 and one line `error: <message>` on stderr, no traceback; returns stderr."""
     assert result.returncode == 2, result.stderr

@@ -4,17 +4,14 @@ report, --test, SWA, export, predict with masks) and the mistakes a user makes."
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST_TRAINER, REPO, assert_user_error
+from conftest import FAST_TRAINER, assert_user_error, train_cli
 from PIL import Image
 
 from mlic import Config, Data, Model, Stage
@@ -227,6 +224,13 @@ def test_training_learns_and_writes_every_artifact(trained):
     assert outcome.results["test"]["iou"] > 0.5, outcome.results
     mf = load_model_file(exp_dir / "model.best.pth")
     assert mf.task == "segmentation" and mf.classes == CLASSES and mf.model_name == "Unet"
+    last = load_model_file(exp_dir / "model.last.pth")
+    assert last.model.state_dict().keys() == mf.model.state_dict().keys()
+    for ckpt in (exp_dir / "checkpoints").glob("*.ckpt"):  # every checkpoint kept loads into the model
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+        last.model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        )
     report = (exp_dir / "report.md").read_text()
     assert "| class | train pixels %" not in report and "test IoU" in report and "square" in report
     assert not (exp_dir / "thresholds.json").exists()
@@ -326,19 +330,6 @@ def test_multilabel_masks_train_with_a_sigmoid_per_class(tmp_path):
 # ------------------------------------------------------------------------------------------ mistakes
 
 
-def _train_cli(folder: Path, config_text: str) -> subprocess.CompletedProcess:
-    (folder / "config.py").write_text(config_text)
-    env = {**os.environ, "ROOT_PATH": str(folder / "data")}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "config.py"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 CONFIG = """
 from mlic import Config, Data, Model, env_path
 config = Config(experiment_name="s", task="segmentation", epochs=1,
@@ -385,7 +376,7 @@ def test_user_mistakes_are_one_sentence_and_nothing_is_trained(tmp_path, case, e
     if case == "no masks folder":
         (root / "valid" / "masks").rename(root / "valid" / "labels")
     arch, encoder, kwargs = model
-    result = _train_cli(
+    result = train_cli(
         tmp_path, CONFIG.format(size=size, classes=CLASSES, arch=arch, encoder=encoder, kwargs=kwargs)
     )
     stderr = assert_user_error(result)

@@ -3,10 +3,7 @@ staged run end to end (report, confusion matrix, --test, export, predict) and th
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST_TRAINER, REPO, assert_user_error, make_image
+from conftest import FAST_TRAINER, assert_user_error, make_image, train_cli
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
 from mlic import Config, Data, Model, Stage
@@ -211,19 +208,6 @@ def test_predict_writes_the_top_classes_with_their_probabilities(trained):
 # ------------------------------------------------------------------------------------------ mistakes
 
 
-def _train_cli(folder: Path, config_text: str) -> subprocess.CompletedProcess:
-    (folder / "config.py").write_text(config_text)
-    env = {**os.environ, "ROOT_PATH": str(folder / "data")}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "config.py"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 CONFIG = """
 from mlic import Config, Data, Model, env_path
 config = Config(experiment_name="s", task={task!r}, epochs=1,
@@ -247,7 +231,7 @@ def test_user_mistakes_are_one_sentence_and_nothing_is_trained(tmp_path, case, t
     if case == "unknown class in valid":
         make_folders(tmp_path / "other", counts=(("valid", 1),))
         (tmp_path / "other" / "valid" / "left").rename(root / "valid" / "other")
-    result = _train_cli(tmp_path, CONFIG.format(task=task))
+    result = train_cli(tmp_path, CONFIG.format(task=task))
     stderr = assert_user_error(result)
     assert re.search(expected, stderr), stderr
     assert not (tmp_path / "experiments" / "s" / "metrics.csv").exists()
