@@ -29,7 +29,7 @@ config = Config(
         valid="valid",
         test="test",
         classes={"background": 0, "digit_0-4": 128, "digit_5-9": 255},  # mask value of each class
-        img_size=(96, 64),  # divisible by 8, the encoder's output stride at encoder_depth=3
+        img_size=(96, 64),  # (height, width); some smp models (FPN, PSPNet) need sides divisible by 32
         batch_size=32,
         num_workers=2,
         augmentations=A.Compose(  # albumentations moves each mask with its image
