@@ -68,12 +68,17 @@ def mean_ap(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norm) -> f
     return float(average_precision_score(y.numpy(), probs.numpy(), average="macro"))
 
 
-def plain_loop(root: Path, seed: int, epochs: int) -> dict[str, float]:
+def plain_loop(root: Path, seed: int, epochs: int, init: str | None = None) -> dict[str, float]:
+    """The hand-written loop, from random weights or from the backbone of the model file `init`."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     (xt, yt), (xv, yv), (xs, ys) = (load_split(root, s) for s in ("train", "valid", "test"))
     model = timm.create_model(suite.MODEL, pretrained=False, num_classes=yt.shape[1])
+    if init is not None:  # what a user writes: the backbone's weights, a new head
+        state = torch.load(init, map_location="cpu", weights_only=True)["state_dict"]
+        head = model.default_cfg["classifier"]
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
     cfg = model.pretrained_cfg
     mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg["std"]).view(1, 3, 1, 1) * 255

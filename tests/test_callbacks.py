@@ -13,7 +13,7 @@ from conftest import REPO, tiny_config
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mlic import Stage
-from mlic.callbacks import AtomicCheckpointIO, ExperimentRecorder
+from mlic.callbacks import AtomicCheckpointIO, ExperimentRecorder, stage_jump
 from mlic.images import Preprocessing
 from mlic.stages import make_trainer, run
 
@@ -67,3 +67,29 @@ def test_importing_mlic_changes_no_warning_filter_and_no_matplotlib_backend():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
+
+
+def _row(stage: str, epoch: int, valid_loss: float) -> dict:
+    return {"stage": stage, "epoch": epoch, "valid/loss": valid_loss}
+
+
+def test_a_stage_whose_first_epoch_ends_far_above_the_stage_before_is_named_with_what_to_try():
+    rows = [_row("head", 1, 0.30), _row("head", 2, 0.25), _row("full", 1, 3.39)]
+    note = stage_jump(rows, lr=1.1e-1)
+    assert note is not None
+    assert "stage full's first epoch at lr 1.10e-01 ended with valid loss 3.3900" in note
+    assert "13.6x stage head's last (0.2500)" in note
+    assert "try a lower lr for stage full" in note
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [_row("head", 1, 0.30), _row("head", 2, 0.25), _row("full", 1, 0.28)],  # a normal start
+        [_row("head", 1, 0.30), _row("head", 2, 3.0)],  # within one stage: not a stage boundary
+        [_row("full", 1, 3.0)],  # the first stage has nothing to compare with
+        [_row("head", 1, 0.30), _row("full", 1, float("nan"))],  # no finite loss to compare
+    ],
+)
+def test_a_normal_stage_start_gets_no_note(rows):
+    assert stage_jump(rows) is None

@@ -288,7 +288,7 @@ def test_an_id_in_two_splits_and_a_class_without_positives_are_warned_in_the_log
         "1 class(es) have no positives in valid (Drama)",
     ]
     report = (exp_dir / "report.md").read_text()
-    assert "## Data warnings" in report
+    assert "## Warnings" in report
     for text in expected:
         assert text in caplog.text and text in report
     # the columns of metrics.csv do not move with the stages: a frozen first stage has no backbone LR

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -14,10 +15,8 @@ import pytest
 import torch
 from conftest import make_dataset, start_cli_cases, tiny_config
 
-from mlic import LRFinder, Stage
-from mlic.lr_finder import (
-    suggest,
-)
+from mlic import LRFinder, Stage, stages
+from mlic.lr_finder import RangeTest, signal, smooth, suggest
 from mlic.stages import run, run_lr_find
 
 
@@ -198,3 +197,42 @@ def test_lr_find_runs_on_the_gpu(dataset):
     config.trainer["accelerator"] = "auto"
     exp_dir = run_lr_find(config).exp_dir
     assert len(_read_curve(exp_dir / "lr_finder.csv")) > 0
+
+
+# --------------------------------------------------------- a range test without signal, or a noisy one
+
+FLAT = pd.read_csv(Path(__file__).parent / "fixtures" / "lr_range_flat.csv")
+
+
+def _stage_lr_with(monkeypatch, result: RangeTest) -> Stage:
+    """What `Stage(lr="find")` trains with when its range test records `result` (optimizer lr 2e-3)."""
+    monkeypatch.setattr(stages, "stage_range_test", lambda *args, **kwargs: result)
+    param = torch.zeros(1, requires_grad=True)
+    module = SimpleNamespace(build_optimizer=lambda: torch.optim.AdamW([param], lr=2e-3))
+    return stages._stage_lr(None, SimpleNamespace(module=module), Stage("full", 1, lr="find"), "")[0]
+
+
+def test_a_stage_whose_range_test_saw_no_fall_keeps_the_optimizers_lr_and_says_what_would_help(
+    monkeypatch, caplog
+):
+    lrs, raw = list(FLAT["lr"]), list(FLAT["loss"])
+    smoothed = list(smooth(lrs, raw))
+    flat = RangeTest(lrs=lrs, losses=raw, smoothed=smoothed, signal=signal(lrs, raw, smoothed))
+    with caplog.at_level("WARNING", logger="mlic"):
+        stage = _stage_lr_with(monkeypatch, flat)
+    assert stage.lr == 2e-3
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "no LR suggestion for stage full: the loss did not fall by more than its noise" in message
+    assert "it trains with the optimizer's lr 2.00e-03" in message
+    assert "more steps (LRFinder(num_steps=300))" in message and "a pretrained start" in message
+
+
+def test_a_suggestion_above_the_lr_of_the_lowest_raw_loss_is_taken_with_a_warning(monkeypatch, caplog):
+    lrs = list(np.geomspace(1e-5, 1e-1, 41))
+    raw = list(1 + (np.log10(lrs) + 2) ** 2)  # lowest at 1e-2
+    curve = RangeTest(lrs=lrs, losses=raw, smoothed=raw, suggestion=9e-2, signal=signal(lrs, raw, raw))
+    with caplog.at_level("WARNING", logger="mlic"):
+        stage = _stage_lr_with(monkeypatch, curve)
+    assert stage.lr == 9e-2
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "takes the suggested LR 9.00e-02, 9.0x above the LR of the lowest raw loss (1.00e-02)" in message

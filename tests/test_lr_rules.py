@@ -11,11 +11,13 @@ import pytest
 
 from mlic import LRFinder
 from mlic.lr_finder import (
+    SIGNAL_RATIO,
     RangeTest,
     describe,
     minimum,
     near_minimum,
     sensible_range,
+    signal,
     smooth,
     steepest,
     suggest,
@@ -215,3 +217,48 @@ def test_sensible_range_brackets_the_default_suggestion_below_the_minimum(seed):
     assert low < suggest(LRS, losses) < high <= LRS[int(np.argmin(losses))]
     if seed is None:
         assert (low, high) == (LR_AT_MIN / 10, LR_AT_MIN)
+
+
+# ------------------------------------------------------------------- a curve that shows nothing
+
+# A range test recorded on a real data set where 100 steps do not move the loss (`bench/recipe.py
+# --flat`: Pokémon sprites by type, resnet18 from random weights at 96×96, prior-initialised head,
+# AdamW, batch 64): the loss wanders around the prior loss (0.26-0.30) until the sweep diverges past
+# 1e-1, and the centred smoothing's lowest point sits in the noise, where `near_minimum` read 5.7e-3.
+FLAT = pd.read_csv(Path(__file__).parent / "fixtures" / "lr_range_flat.csv")
+
+
+def test_a_recorded_flat_curve_has_no_clear_fall():
+    lrs, raw = FLAT["lr"].to_numpy(), FLAT["loss"].to_numpy()
+    sig = signal(lrs, raw, smooth(lrs, raw, LRFinder().window))
+    assert sig is not None and not sig.clear
+    assert sig.drop < SIGNAL_RATIO * sig.noise
+
+
+def test_a_recorded_curve_that_falls_is_clear():
+    lrs, raw = LAGGING["lr"].to_numpy(), LAGGING["loss"].to_numpy()
+    sig = signal(lrs, raw, smooth(lrs, raw, LRFinder().window))
+    assert sig.clear
+    assert sig.start == pytest.approx(0.694, abs=0.005)  # log 2: a head without prior initialisation
+
+
+def test_noise_alone_is_not_a_fall():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        raw = 0.28 + 0.01 * rng.standard_normal(len(LRS))  # flat and noisy, as from random weights
+        assert not signal(LRS, raw, smooth(LRS, raw)).clear
+
+
+def test_a_fall_of_a_few_noise_levels_is_clear():
+    rng = np.random.default_rng(0)
+    raw = CURVE * 0.1 + 0.01 * rng.standard_normal(len(LRS))  # falls by 0.08 against a noise of 0.01
+    assert signal(LRS, raw, smooth(LRS, raw)).clear
+
+
+def test_the_log_line_of_a_flat_curve_gives_the_numbers_and_no_suggestion():
+    lrs, raw = list(FLAT["lr"]), list(FLAT["loss"])
+    smoothed = list(smooth(lrs, raw))
+    sig = signal(lrs, raw, smoothed)
+    line = describe(RangeTest(lrs=lrs, losses=raw, smoothed=smoothed, signal=sig), "full")
+    assert "suggested LR none: the loss did not fall by more than its noise" in line
+    assert f"a drop of {sig.drop:.4f} against a noise of {sig.noise:.4f}" in line

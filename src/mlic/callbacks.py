@@ -3,6 +3,7 @@ of the weights (model.ema.pth), and atomic checkpoint writes."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -22,6 +23,51 @@ from mlic.errors import ConfigError
 from mlic.images import Preprocessing
 from mlic.module import ClassifierModule
 from mlic.optim import current_lrs
+
+log = logging.getLogger("mlic")
+
+
+# a stage whose first epoch ends with a valid loss this many times the stage before's has gone wrong
+JUMP_FACTOR = 1.5
+
+
+def stage_jump(
+    rows: list[dict[str, Any]], lr: float | None = None, factor: float = JUMP_FACTOR
+) -> str | None:
+    """A sentence when the last row is a stage's first epoch and its valid loss is far above the last
+    valid loss of the stage before it (an LR, the stage's `lr`, that wrecks what that stage learned);
+    None otherwise."""
+    if len(rows) < 2 or rows[-1].get("stage") == rows[-2].get("stage"):
+        return None
+    now, before = rows[-1].get("valid/loss"), rows[-2].get("valid/loss")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (now, before)):
+        return None
+    if now <= factor * before:
+        return None
+    stage, previous = rows[-1]["stage"], rows[-2]["stage"]
+    at = f" at lr {lr:.2e}" if isinstance(lr, (int, float)) else ""
+    return (
+        f"stage {stage}'s first epoch{at} ended with valid loss {now:.4f}, {now / before:.1f}x stage "
+        f"{previous}'s last ({before:.4f}): its LR undoes what stage {previous} learned; try a lower "
+        f"lr for stage {stage} (a tenth of it), a smaller backbone_lr_scale, or lr=LRFinder(end_lr=...) "
+        f"below the divergence. model.best.pth keeps the best epoch of any stage"
+    )
+
+
+class StageJumpWatch(Callback):
+    """Says so (log and report) when a stage's first epoch ends far above the stage before's valid loss."""
+
+    def __init__(self, recorder: ExperimentRecorder, notes: list[str]) -> None:
+        self.recorder = recorder
+        self.notes = notes
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        stage = self.recorder.stage
+        lr = stage.lr if stage is not None and isinstance(stage.lr, (int, float)) else None
+        note = stage_jump(self.recorder.rows, lr)
+        if note is not None and trainer.is_global_zero:
+            log.warning(note)
+            self.notes.append(note)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -38,6 +38,7 @@ class RangeTest:
     stopped_early: bool = False
     seconds: float = 0.0
     rule: str = DEFAULT_RULE
+    signal: Signal | None = None  # did the loss fall by more than its noise? (None: curve too short)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -160,6 +161,56 @@ def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float
         return None
     lowest = float(lrs[_lowest(losses)])
     return lowest / 10, lowest
+
+
+# ------------------------------------------------------------------------------------------ the signal
+
+# a curve says something when its smoothed loss falls below its start by this many noise levels
+SIGNAL_RATIO = 3.0
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Whether a range test's loss fell by more than its noise before any rule reads the curve.
+
+    `start` is the mean raw loss over the first window of the sweep (where no LR moves the weights
+    much), `lowest` the smoothed loss at its lowest point, `noise` the standard deviation of the raw
+    losses around the smoothed curve up to that point. The fall is clear when `start - lowest` is at
+    least `SIGNAL_RATIO` times `noise`.
+    """
+
+    start: float
+    lowest: float
+    noise: float
+
+    @property
+    def drop(self) -> float:
+        return self.start - self.lowest
+
+    @property
+    def ratio(self) -> float:
+        return self.drop / self.noise if self.noise > 0 else math.inf * (1 if self.drop > 0 else -1)
+
+    @property
+    def clear(self) -> bool:
+        return self.ratio >= SIGNAL_RATIO
+
+
+def signal(
+    lrs: Iterable[float], losses: Iterable[float], smoothed: Iterable[float], window: float = 0.5
+) -> Signal | None:
+    """The fall of the loss against its noise (see `Signal`); None when the curve is too short to read."""
+    lrs, raw = _finite_prefix(lrs, losses)
+    smooth_ = np.asarray(list(smoothed), dtype=float)[: len(raw)]
+    if len(raw) < MIN_POINTS:
+        return None
+    low = _lowest(smooth_)
+    logs = np.log10(lrs)
+    first = max(MIN_POINTS, int(np.searchsorted(logs, logs[0] + window, side="right")))
+    residuals = (raw - smooth_)[: max(low + 1, first)]
+    return Signal(
+        start=float(raw[:first].mean()), lowest=float(smooth_[low]), noise=float(residuals.std(ddof=1))
+    )
 
 
 # ------------------------------------------------------------------------------------------ smoothing
@@ -344,7 +395,9 @@ def range_test(
         snapshot.restore(model, optimizer)
     result.smoothed = smooth(result.lrs, result.losses, settings.window).tolist()
     result.seconds = time.time() - started
-    result.suggestion = suggest(result.lrs, result.smoothed, settings.suggestion)
+    result.signal = signal(result.lrs, result.losses, result.smoothed, settings.window)
+    if result.signal is not None and result.signal.clear:  # no rule reads a curve that shows nothing
+        result.suggestion = suggest(result.lrs, result.smoothed, settings.suggestion)
     return result
 
 
@@ -364,6 +417,8 @@ def describe(result: RangeTest, stage: str) -> str:
     below the lowest raw loss that sits."""
     early = " (stopped early: the loss diverged)" if result.stopped_early else ""
     line = f"LR range test, stage {stage}: {len(result.lrs)} steps in {result.seconds:.1f} s{early}; "
+    if result.suggestion is None and result.signal is not None and not result.signal.clear:
+        return line + "suggested LR none: " + describe_flat(result.signal)
     if result.suggestion is None:
         return line + "suggested LR none (curve too short)"
     line += f"suggested LR {result.suggestion:.2e} ({result.rule})"
@@ -377,3 +432,26 @@ def describe(result: RangeTest, stage: str) -> str:
         )
         line += f", {where} the LR of the lowest raw loss ({lowest:.2e})"
     return line
+
+
+def describe_flat(sig: Signal) -> str:
+    """Why a curve gives no suggestion: its fall against its noise, in numbers."""
+    return (
+        f"the loss did not fall by more than its noise (from {sig.start:.4f} at the start to "
+        f"{sig.lowest:.4f} smoothed at its lowest, a drop of {sig.drop:.4f} against a noise of "
+        f"{sig.noise:.4f}; a clear fall is at least {SIGNAL_RATIO:g}x the noise)"
+    )
+
+
+FLAT_ADVICE = (
+    "the test gets a signal from more steps (LRFinder(num_steps=300)), a narrower span "
+    "(LRFinder(start_lr=1e-5, end_lr=1.0)) or a pretrained start (Model(pretrained=...))"
+)
+
+
+def above_lowest_raw(result: RangeTest) -> float | None:
+    """How many times the suggestion sits above the LR of the lowest raw loss (None when it does not)."""
+    lowest = lowest_raw(result)
+    if result.suggestion is None or lowest is None or result.suggestion <= lowest * 1.05:
+        return None
+    return result.suggestion / lowest

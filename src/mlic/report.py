@@ -108,7 +108,7 @@ def write_report(
         else ""
     )
     warnings_text = "".join(f"- warning: {n}\n" for n in notes)
-    warnings_text = f"\n## Data warnings\n\n{warnings_text}" if notes else ""
+    warnings_text = f"\n## Warnings\n\n{warnings_text}" if notes else ""
     environment_text = f"\n## Environment\n\n{environment_markdown(environment)}\n" if environment else ""
     threshold_line = (
         f"- threshold for F1: {config.threshold}\n" if get_task(config.task).tunes_thresholds else ""

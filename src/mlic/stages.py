@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from mlic.cache import cache_images
-from mlic.callbacks import AtomicCheckpointIO, EMARecorder, ExperimentRecorder, ProcessSeeds
+from mlic.callbacks import AtomicCheckpointIO, EMARecorder, ExperimentRecorder, ProcessSeeds, StageJumpWatch
 from mlic.checkpoints import read_state_dict, thresholds_file
 from mlic.config import Config, LRFinder, Stage
 from mlic.data import (
@@ -33,7 +33,15 @@ from mlic.environment import environment, environment_block
 from mlic.errors import ConfigError
 from mlic.evaluation import Results, apply_thresholds, constant_loss, evaluate, per_class_rows, setup_loss
 from mlic.images import Preprocessing
-from mlic.lr_finder import RangeTest, describe, range_test
+from mlic.lr_finder import (
+    FLAT_ADVICE,
+    RangeTest,
+    above_lowest_raw,
+    describe,
+    describe_flat,
+    lowest_raw,
+    range_test,
+)
 from mlic.models import (
     check_input_size,
     create_model,
@@ -238,7 +246,25 @@ def _stage_lr(config: Config, run_: Prepared, stage: Stage, suffix: str) -> tupl
     lr = result.suggestion
     if lr is None:
         lr = run_.module.build_optimizer().defaults["lr"]
-        log.warning("no LR suggestion for stage %s; it trains with the optimizer's lr %.2e", stage.name, lr)
+        why = describe_flat(result.signal) if result.signal is not None else "the curve is too short to read"
+        log.warning(
+            "no LR suggestion for stage %s: %s; it trains with the optimizer's lr %.2e. %s",
+            stage.name,
+            why,
+            lr,
+            FLAT_ADVICE[0].upper() + FLAT_ADVICE[1:],
+        )
+    elif (factor := above_lowest_raw(result)) is not None:
+        log.warning(
+            "stage %s takes the suggested LR %.2e, %.1fx above the LR of the lowest raw loss (%.2e): the "
+            "smoothed curve is lowest where single batches were not; if the stage's valid loss jumps, "
+            "set its lr at or below %.2e",
+            stage.name,
+            lr,
+            factor,
+            lowest_raw(result),
+            lowest_raw(result),
+        )
     return replace(stage, lr=lr), result
 
 
@@ -254,7 +280,9 @@ def _plugins(config: Config) -> list[Any]:
     return plugins
 
 
-def make_trainer(config: Config, stage: Stage, exp_dir: Path, recorder: ExperimentRecorder) -> L.Trainer:
+def make_trainer(
+    config: Config, stage: Stage, exp_dir: Path, recorder: ExperimentRecorder, notes: list[str] | None = None
+) -> L.Trainer:
     """The Trainer of one stage: its checkpoints (top-k by monitor, `<stage>-last.ckpt` for --resume),
     the recorder, LR logging, the EMA when SWA asks for it, and the config's own callbacks."""
     swa_stage = stage.name == config.swa_stage()
@@ -276,6 +304,7 @@ def make_trainer(config: Config, stage: Stage, exp_dir: Path, recorder: Experime
         checkpoint,
         LearningRateMonitor(logging_interval="epoch"),
         ProcessSeeds(config.seed),
+        StageJumpWatch(recorder, notes if notes is not None else []),
     ]
     if swa_stage and config.swa.ema_decay is not None:
         callbacks.append(EMARecorder(recorder, config.swa.ema_decay))
@@ -309,7 +338,7 @@ def _fit(
     )
     run_.module.set_stage(stage)
     recorder.stage = stage
-    trainer = make_trainer(config, stage, run_.exp_dir, recorder)
+    trainer = make_trainer(config, stage, run_.exp_dir, recorder, run_.notes)
     with expected_warnings_silenced():
         trainer.fit(run_.module, loaders["train"], loaders["valid"], ckpt_path=str(ckpt) if ckpt else None)
     if is_rank_zero():
