@@ -143,7 +143,7 @@ def mlic_run(dataset: str, seed: int, epochs: int, variant: str = "default") -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(suite.DATASETS), choices=list(suite.DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=["emoji", "icons"], choices=list(suite.DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument(

@@ -125,6 +125,10 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
         "no range test: every stage at the optimizer's lr 2e-3 (the plain loop's)",
         lambda c: setattr(c, "stages", _stages(c, lr=LR)),
     ),
+    "edge rule": (
+        "every range test read by the `edge` rule (the high end of the flat bottom) instead of `near_minimum`",
+        lambda c: setattr(c, "stages", _stages(c, lr=LRFinder(suggestion="edge", progress=False))),
+    ),
     "one stage": (
         "no head stage: the whole network for the whole budget, at its range test's LR",
         lambda c: setattr(c, "stages", [Stage("full", epochs=sum(s.epochs for s in c.stages), lr="find")]),
@@ -362,8 +366,6 @@ def main() -> int:
     args = parser.parse_args()
     suite.quiet()
     logging.getLogger("mlic").setLevel(logging.WARNING)
-    suite.DATASETS.setdefault("pokemon", "data/pokemon")
-    suite.BUILDERS.setdefault("pokemon", ["bench/data_pokemon.py"])
     if args.flat:
         flat_curve()
         return 0

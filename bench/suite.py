@@ -1,8 +1,9 @@
 """The real-data development suite: its data sets, the model and recipe every suite benchmark shares.
 
-Two multi-label data sets that packages on the npm registry ship, built by `bench/data_emoji.py` and
-`bench/data_icons.py` (never committed; each split keeps every underlying object — one emoji in all its
-vendors' drawings, one icon family — in one split). The recipe is small enough for 2 CPU cores:
+Three multi-label data sets that packages on the npm registry ship, built by `bench/data_emoji.py`,
+`bench/data_icons.py` and `bench/data_pokemon.py` (never committed; each split keeps every underlying
+object — one emoji in all its vendors' drawings, one icon family, one Pokémon evolution family — in one
+split). The recipe is small enough for 2 CPU cores:
 `resnet10t` at 48×48 (the 64×64 images are shrunk, so antialiasing matters), batch 64, flips.
 """
 
@@ -19,11 +20,17 @@ import torch
 
 from mlic import Config, Data, Model, Stage
 
-DATASETS = {"emoji": "data/emoji", "icons": "data/icons", "emoji_category": "data/emoji_category"}
+DATASETS = {
+    "emoji": "data/emoji",
+    "icons": "data/icons",
+    "emoji_category": "data/emoji_category",
+    "pokemon": "data/pokemon",
+}
 BUILDERS = {  # the builder's command line, less --out
     "emoji": ["bench/data_emoji.py"],
     "icons": ["bench/data_icons.py"],
     "emoji_category": ["bench/data_emoji.py", "--labels", "category"],  # single-label
+    "pokemon": ["bench/data_pokemon.py"],
 }
 MODEL = "resnet10t"
 IMG_SIZE = (48, 48)

@@ -262,3 +262,33 @@ def test_the_log_line_of_a_flat_curve_gives_the_numbers_and_no_suggestion():
     line = describe(RangeTest(lrs=lrs, losses=raw, smoothed=smoothed, signal=sig), "full")
     assert "suggested LR none: the loss did not fall by more than its noise" in line
     assert f"a drop of {sig.drop:.4f} against a noise of {sig.noise:.4f}" in line
+
+
+# --------------------------------------------------------------------------- the edge of the bottom
+
+
+def test_edge_reads_the_high_end_of_a_broad_flat_bottom():
+    x = np.log10(LRS)
+    # falls to 0.30 by 1e-3, stays within 0.002 of it up to 3e-2, then rises steeply
+    curve = np.where(
+        x < -3, 0.30 + 0.1 * (-3 - x), np.where(x < np.log10(3e-2), 0.30, 0.30 + (x - np.log10(3e-2)))
+    )
+    curve = curve + 0.002 * np.sin(np.arange(len(LRS)))  # ripples in the bottom move its lowest point
+    lr = suggest(LRS, curve, "edge", noise=0.01)
+    assert 2e-2 <= lr <= 4e-2
+    assert lr > 5 * suggest(LRS, curve, "near_minimum")
+
+
+def test_edge_without_noise_is_the_lr_of_the_lowest_loss():
+    lowest = LRS[10 + int(np.argmin(CURVE[10:]))]
+    assert suggest(LRS, CURVE, "edge") == pytest.approx(lowest)
+
+
+def test_edge_on_a_recorded_curve_sits_between_the_lowest_point_and_the_divergence():
+    lrs, raw = LAGGING["lr"].to_numpy(), LAGGING["loss"].to_numpy()
+    smoothed = smooth(lrs, raw)
+    lr = suggest(lrs, smoothed, "edge", noise=signal(lrs, raw, smoothed).noise)
+    low = 10 + int(np.argmin(raw[10:]))
+    diverged = lrs[low + int(np.argmax(raw[low:] > 2 * raw[low]))]  # past the lowest, twice its loss
+    assert suggest(lrs, smoothed, "near_minimum") * 1.5 <= lr * 1.0001
+    assert lr < diverged / 10

@@ -58,7 +58,7 @@ class LRFinder:
     num_steps: int = 100
     window: float = 0.5
     diverge: float = 4.0
-    suggestion: Literal["near_minimum", "minimum", "steepest", "valley"] = "near_minimum"
+    suggestion: Literal["near_minimum", "edge", "minimum", "steepest", "valley"] = "near_minimum"
     progress: bool = True
 
 

@@ -125,7 +125,28 @@ def near_minimum(lrs: Iterable[float], losses: Iterable[float]) -> float | None:
     return float(lrs[_lowest(losses)] / 1.5)
 
 
+# how far above its lowest point the smoothed loss may sit, in noise levels, and still be the flat bottom
+EDGE_NOISE = 2.0
+
+
+def edge(lrs: Iterable[float], losses: Iterable[float], noise: float = 0.0) -> float | None:
+    """The high end of the curve's flat bottom: the largest LR at or past the lowest loss before the loss
+    rises more than `EDGE_NOISE` times `noise` (the raw losses' spread, `Signal.noise`) above the lowest.
+    Where the bottom is broad, the lowest point sits anywhere in it by the noise; a one-cycle peak does
+    best near its high end (bench/RESULTS.md). With no noise given, the LR of the lowest loss."""
+    lrs, losses = _finite_prefix(lrs, losses)
+    if len(losses) < MIN_POINTS:
+        return None
+    low = _lowest(losses)
+    limit = losses[low] + EDGE_NOISE * noise
+    end = low
+    while end + 1 < len(losses) and losses[end + 1] <= limit:
+        end += 1
+    return float(lrs[end])
+
+
 RULE_TEXT = {
+    "edge": "the high end of the flat bottom: the largest LR past the lowest loss still within two noise levels of it",
     "near_minimum": "two thirds of the LR at the lowest loss",
     "valley": "fastai's: about halfway down the longest stretch of falling loss",
     "steepest": "where the loss falls fastest against log LR",
@@ -137,21 +158,26 @@ RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
     "steepest": steepest,
     "minimum": minimum,
     "near_minimum": near_minimum,
+    "edge": edge,
 }
+PAST_LOWEST = {"edge"}  # rules that may suggest more than the LR of the lowest loss
 
 
-def suggest(lrs: Iterable[float], losses: Iterable[float], rule: str = DEFAULT_RULE) -> float | None:
-    """The suggested LR of a curve by `rule`, never above the LR at the lowest loss.
+def suggest(
+    lrs: Iterable[float], losses: Iterable[float], rule: str = DEFAULT_RULE, noise: float = 0.0
+) -> float | None:
+    """The suggested LR of a curve by `rule`, never above the LR at the lowest loss (but for `edge`,
+    which reads past it by design).
 
     None when fewer than `MIN_POINTS` finite points are left: too short a curve to read.
     """
     lrs, losses = _finite_prefix(lrs, losses)
     if len(losses) < MIN_POINTS:
         return None
-    lr = RULES[rule](lrs, losses)
+    lr = edge(lrs, losses, noise) if rule == "edge" else RULES[rule](lrs, losses)
     if lr is None:
         return None
-    return float(min(lr, lrs[_lowest(losses)]))
+    return float(lr if rule in PAST_LOWEST else min(lr, lrs[_lowest(losses)]))
 
 
 def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float, float] | None:
@@ -397,7 +423,7 @@ def range_test(
     result.seconds = time.time() - started
     result.signal = signal(result.lrs, result.losses, result.smoothed, settings.window)
     if result.signal is not None and result.signal.clear:  # no rule reads a curve that shows nothing
-        result.suggestion = suggest(result.lrs, result.smoothed, settings.suggestion)
+        result.suggestion = suggest(result.lrs, result.smoothed, settings.suggestion, result.signal.noise)
     return result
 
 
