@@ -28,7 +28,7 @@ log = logging.getLogger("mlic")
 
 
 # a stage whose first epoch ends with a valid loss this many times the stage before's has gone wrong
-JUMP_FACTOR = 1.5
+JUMP_FACTOR = 3.0
 
 
 def stage_jump(
