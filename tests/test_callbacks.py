@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,16 @@ def test_a_stage_whose_first_epoch_ends_far_above_the_stage_before_is_named_with
 )
 def test_a_normal_stage_start_gets_no_note(rows):
     assert stage_jump(rows) is None
+
+
+def test_a_stage_that_wrecks_the_one_before_is_named_in_the_log_and_the_report(dataset, caplog):
+    stages = [Stage("head", epochs=1, freeze_backbone=True, lr=1e-3), Stage("full", epochs=1, lr=50.0)]
+    config = tiny_config(dataset, "wreck", stages, optimizer=partial(torch.optim.SGD, lr=1e-3))
+    with caplog.at_level("WARNING", logger="mlic"):
+        run(config)
+    notes = [r.getMessage() for r in caplog.records if "undoes what stage head learned" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith(
+        "stage full's first epoch at lr 5.00e+01 ended with valid loss"
+    )
+    report = (config.experiment_dir / "report.md").read_text()
+    assert "## Warnings" in report and notes[0] in report
