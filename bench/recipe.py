@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -98,14 +99,29 @@ TRIVIAL_AUGMENT = A.Compose(  # TrivialAugment's idea: one op of a standard list
 )
 
 
-def recipe(config: Config, epochs: int) -> Config:
-    """The recommended recipe on a suite config, as README tells a user to write it: one stage over the
-    whole network at its range test's LR, label smoothing, flips and small affine moves."""
-    config.data.augmentations = GEOMETRIC_AUGMENT
-    config.loss = losses.LabelSmoothingBCE(smoothing=0.1)
+def base(config: Config, epochs: int) -> Config:
+    """The ablation's starting point: the plain loop's recipe (BCE, flips) with what mlic adds to any run
+    (a prior-initialised head, no weight decay on norms and biases), one stage over the whole network at
+    the LR of its range test. Each ingredient of `VARIANTS` changes one thing of it."""
+    config.data.augmentations = A.HorizontalFlip(p=0.5)
+    config.loss = torch.nn.BCEWithLogitsLoss()
     config.stages = [Stage("full", epochs=epochs, lr="find")]
     config.save_top_k = 3
     config.swa = SWA(top_k=3, ema_decay=0.99)  # kept for the `swa` and `ema` rows; the best model ships
+    return config
+
+
+# the recommended recipe: the base with the ingredients the ablation found to pay (bench/RESULTS.md);
+# none did, so the recipe is the base and its cells are the base's
+RECOMMENDED: list[str] = []
+RECIPE = "recipe" if RECOMMENDED else "base"
+
+
+def recipe(config: Config, epochs: int) -> Config:
+    """The recommended recipe on a suite config, as README tells a user to write it."""
+    config = base(config, epochs)
+    for name in RECOMMENDED:
+        VARIANTS[name][1](config)
     return config
 
 
@@ -138,9 +154,13 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
         "the head on the frozen backbone for a third of the budget, then the whole network at 0.3x for the backbone",
         staged,
     ),
-    "flips only": (
-        "augmentation: horizontal flips only",
-        lambda c: setattr(c.data, "augmentations", A.HorizontalFlip(p=0.5)),
+    "label smoothing": (
+        "loss: LabelSmoothingBCE(smoothing=0.1)",
+        lambda c: setattr(c, "loss", losses.LabelSmoothingBCE(smoothing=0.1)),
+    ),
+    "geometric augmentation": (
+        "augmentation: flips and small affine moves (scale 0.9-1.1, shift 5%, rotation 10 degrees), no colour",
+        lambda c: setattr(c.data, "augmentations", GEOMETRIC_AUGMENT),
     ),
     "course augmentation": (
         "augmentation: configs/base.py's (flips, affine, brightness/contrast, hue/saturation)",
@@ -154,7 +174,6 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
         "twice the epochs in every stage",
         lambda c: setattr(c, "stages", [replace(s, epochs=2 * s.epochs) for s in c.stages]),
     ),
-    "BCE": ("loss: plain BCEWithLogitsLoss", lambda c: setattr(c, "loss", torch.nn.BCEWithLogitsLoss())),
     "ASL": (
         "loss: AsymmetricLoss(gamma_neg=4, gamma_pos=0, clip=0.05)",
         lambda c: setattr(c, "loss", losses.AsymmetricLoss(gamma_pos=0.0, gamma_neg=4.0, clip=0.05)),
@@ -205,11 +224,10 @@ def mlic_run(dataset: str, seed: int, epochs: int, scenario: str, variant: str) 
     name = f"recipe_{dataset}_{scenario}_{seed}" + (
         "" if variant == "recipe" else f"_{variant.replace(' ', '_')}"
     )
-    config = recipe(
-        suite.config(dataset, name, [], pretrained=pretrained, seed=seed), bool(pretrained), epochs
-    )
+    start = recipe if variant == "recipe" else base
+    config = start(suite.config(dataset, name, [], pretrained=pretrained, seed=seed), epochs)
     config.trainer["enable_progress_bar"] = False
-    if variant != "recipe":
+    if variant not in ("recipe", "base"):
         VARIANTS[variant][1](config)
     result = run(config)
     test, exp_dir = result.results["test"], result.exp_dir
@@ -221,7 +239,7 @@ def mlic_run(dataset: str, seed: int, epochs: int, scenario: str, variant: str) 
         **stage_maps(exp_dir),
         **{f"lr/{k}": v.suggestion for k, v in result.range_tests.items()},
     }
-    if variant == "recipe":  # the averaged models of the same run: no training of their own
+    if variant in ("recipe", "base"):  # the averaged models of the same run: no training of their own
         if (exp_dir / "model.ema.pth").is_file():
             out["ema"] = float(evaluate_split(config, "test", "model.ema.pth").results["test"]["map"])
         try:
@@ -241,11 +259,19 @@ class Results:
         self.cells: dict[str, dict] = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def get(self, key: str, make: Callable[..., dict[str, float]], *args) -> dict[str, float]:
-        """The cell `key`, measured by `make(*args)` when it is not there yet."""
+        """The cell `key`, measured by `make(*args)` when it is not there yet (in this process or another)."""
+        if self.path.is_file():
+            self.cells = json.loads(self.path.read_text())
         if key not in self.cells:
             start = time.time()
-            self.cells[key] = {**make(*args), "seconds": time.time() - start}
-            self.path.write_text(json.dumps(self.cells, indent=1))
+            cell = {**make(*args), "seconds": time.time() - start}
+            # merged into what is on disk: several runs of this bench may fill one file at once
+            self.cells = (
+                {**json.loads(self.path.read_text()), key: cell} if self.path.is_file() else {key: cell}
+            )
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.cells, indent=1))
+            os.replace(tmp, self.path)
             print(key, self.cells[key], flush=True)
         return self.cells[key]
 
@@ -270,18 +296,24 @@ def recipe_table(results: Results, datasets: list[str], seeds: list[int], epochs
     print("|---|---|---|---|---|---|---|---|")
     for dataset in datasets:
         for scenario in ("scratch", "pretrained"):
-            plain = [results.cells[f"{dataset}/{scenario}/{s}/plain loop"] for s in seeds]
-            ours = [results.cells[f"{dataset}/{scenario}/{s}/recipe"] for s in seeds]
+            keys = [f"{dataset}/{scenario}/{s}/" for s in seeds]
+            keys = [k for k in keys if k + "plain loop" in results.cells and k + RECIPE in results.cells]
+            if not keys:
+                continue
+            plain = [results.cells[k + "plain loop"] for k in keys]
+            ours = [results.cells[k + RECIPE] for k in keys]
             p, m = np.mean([r["test"] for r in plain]), np.mean([r["test"] for r in ours])
+            diffs = [b["test"] - a["test"] for a, b in zip(plain, ours)]
             print(
                 f"| {dataset} | {scenario} | {per_seed(plain)} | "
                 f"{mean_sd([r['test'] for r in plain])} | {per_seed(ours)} | "
-                f"{mean_sd([r['test'] for r in ours])} | {m - p:+.4f} ({(m - p) / p:+.1%}) | "
+                f"{mean_sd([r['test'] for r in ours])} | {m - p:+.4f} ({(m - p) / p:+.1%}; per seed "
+                f"{', '.join(f'{d:+.4f}' for d in diffs)}) | "
                 f"{np.mean([r['seconds'] for r in plain]):.0f} / {np.mean([r['seconds'] for r in ours]):.0f} |"
             )
     print("\nStaged runs, best valid mAP of the head stage → the full stage, and the range tests' LRs:")
     for key, r in results.cells.items():
-        if key.endswith("/recipe") and "head/valid_map" in r:
+        if "head/valid_map" in r:
             print(
                 f"- {key}: head {r['head/valid_map']:.4f} → full {r['full/valid_map']:.4f}; first full-epoch "
                 f"valid loss {r['full/first_valid_loss']:.4f} against the head's last {r['head/last_valid_loss']:.4f}; "
@@ -292,52 +324,62 @@ def recipe_table(results: Results, datasets: list[str], seeds: list[int], epochs
 def ablation_table(
     results: Results, dataset: str, scenario: str, seeds: list[int], variants: list[str]
 ) -> None:
-    base = [results.cells[f"{dataset}/{scenario}/{s}/recipe"] for s in seeds]
-    ref = np.array([r["test"] for r in base])
+    """The ablation's rows, each over the seeds it has so far, paired with the base on the same seeds."""
+    cells = results.cells
+    start = {
+        s: cells[f"{dataset}/{scenario}/{s}/base"] for s in seeds if f"{dataset}/{scenario}/{s}/base" in cells
+    }
     print(
-        f"\n| ingredient (on {dataset}, {scenario}) | what changes | test mAP per seed | mean ± sd | change vs recipe "
-        "(sd of the paired differences) | seconds per run |"
+        f"\n| ingredient (on {dataset}, {scenario}) | what changes | test mAP per seed | mean ± sd | change vs the "
+        "base, paired by seed (sd) | seconds per run |"
     )
     print("|---|---|---|---|---|---|")
+    ref = [start[s]["test"] for s in start]
     print(
-        f"| the recipe | | {', '.join(f'{v:.4f}' for v in ref)} | {mean_sd(list(ref))} | | "
-        f"{np.mean([r['seconds'] for r in base]):.0f} |"
+        f"| the base | one stage at the range test's LR, BCE, flips, prior-initialised head | "
+        f"{', '.join(f'{v:.4f}' for v in ref)} | "
+        f"{mean_sd(ref)} | | {np.mean([r['seconds'] for r in start.values()]):.0f} |"
     )
     rows = [
-        (name, VARIANTS[name][0], [results.cells[f"{dataset}/{scenario}/{s}/{name}"] for s in seeds])
+        (name, VARIANTS[name][0], {s: cells.get(f"{dataset}/{scenario}/{s}/{name}") for s in start})
         for name in variants
     ]
     rows += [
         (
             "SWA",
-            "swa.py's average of the top 3 checkpoints of stage full, BatchNorm re-estimated",
-            [{"test": r["swa"], "seconds": np.nan} for r in base],
+            "swa.py's average of the top 3 checkpoints, BatchNorm re-estimated",
+            {s: {"test": r["swa"]} for s, r in start.items()},
         ),
         (
             "EMA",
-            "the EMA of the weights (decay 0.99) during stage full",
-            [{"test": r.get("ema", np.nan), "seconds": np.nan} for r in base],
+            "the EMA of the weights (decay 0.99)",
+            {s: {"test": r.get("ema", np.nan)} for s, r in start.items()},
         ),
     ]
-    for name, text, cells in rows:
-        values = np.array([c["test"] for c in cells])
-        diff = values - ref
+    for name, text, by_seed in rows:
+        done = {s: c for s, c in by_seed.items() if c is not None}
+        if not done:
+            continue
+        values = [c["test"] for c in done.values()]
+        diff = [c["test"] - start[s]["test"] for s, c in done.items()]
+        sd = f"{np.std(diff, ddof=1):.4f}" if len(diff) > 1 else "one seed"
+        seconds = [c["seconds"] for c in done.values() if "seconds" in c]
         print(
-            f"| {name} | {text} | {', '.join(f'{v:.4f}' for v in values)} | {mean_sd(list(values))} | "
-            f"{diff.mean():+.4f} ({np.std(diff, ddof=1):.4f}) | {np.nanmean([c['seconds'] for c in cells]):.0f} |"
+            f"| {name} | {text} | {', '.join(f'{v:.4f}' for v in values)} | {mean_sd(values)} | "
+            f"{np.mean(diff):+.4f} ({sd}) | {f'{np.mean(seconds):.0f}' if seconds else '—'} |"
         )
-    f1 = np.array([r["f1_macro"] for r in base])
-    tuned = np.array([r["f1_macro_tuned"] for r in base])
+    f1 = [r["f1_macro"] for r in start.values()]
+    tuned = [r["f1_macro_tuned"] for r in start.values()]
     print(
-        f"\nThresholds: test macro F1 at 0.5 {mean_sd(list(f1))}, tuned on valid {mean_sd(list(tuned))} "
-        f"(paired change {np.mean(tuned - f1):+.4f})"
+        f"\nThresholds: test macro F1 at 0.5 {mean_sd(f1)}, tuned on valid {mean_sd(tuned)} "
+        f"(paired change {np.mean(np.subtract(tuned, f1)):+.4f})"
     )
 
 
 def flat_curve() -> None:
     """The suite's flat scenario: a from-scratch resnet18 at 96×96, whose 100 range-test steps do not move the loss."""
     config = suite.config(
-        "emoji", "recipe_flat", [Stage("full", epochs=1)], lr_finder=LRFinder(progress=False)
+        "pokemon", "recipe_flat", [Stage("full", epochs=1)], lr_finder=LRFinder(progress=False)
     )
     config.model = replace(config.model, name="resnet18")
     config.data.img_size = (96, 96)
@@ -367,6 +409,10 @@ def main() -> int:
         "--scenarios", nargs="+", default=["scratch", "pretrained"], choices=["scratch", "pretrained"]
     )
     parser.add_argument("--out", default=str(OUT), help=f"where results.json is kept (default {OUT})")
+    parser.add_argument("--plain", action="store_true", help="only the plain loop's cells")
+    parser.add_argument(
+        "--report", action="store_true", help="print the tables of what is measured; train nothing"
+    )
     parser.add_argument("--flat", action="store_true", help="record the flat range-test curve and stop")
     args = parser.parse_args()
     suite.quiet()
@@ -375,15 +421,18 @@ def main() -> int:
         flat_curve()
         return 0
     results = Results(Path(args.out))
-    for dataset in args.datasets:
+    for dataset in [] if args.report else args.datasets:
         for seed in args.seeds:
             random.seed(seed)
             for scenario in args.scenarios:
                 init = pretrained_backbone(dataset) if scenario == "pretrained" else None
                 key = f"{dataset}/{scenario}/{seed}"
-                if not args.ablation:
+                if args.plain or not args.ablation:
                     results.get(f"{key}/plain loop", plain_loop, dataset, seed, args.epochs, init)
-                results.get(f"{key}/recipe", mlic_run, dataset, seed, args.epochs, scenario, "recipe")
+                if args.plain:
+                    continue
+                start = "base" if args.ablation else RECIPE
+                results.get(f"{key}/{start}", mlic_run, dataset, seed, args.epochs, scenario, start)
                 for variant in args.variants if args.ablation else []:
                     results.get(f"{key}/{variant}", mlic_run, dataset, seed, args.epochs, scenario, variant)
     if args.ablation:
