@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import suite  # noqa: E402
 
 from mlic import LRFinder, Stage  # noqa: E402
-from mlic.lr_finder import DEFAULT_RULE, RULES, smooth, suggest  # noqa: E402
+from mlic.lr_finder import DEFAULT_RULE, RULES, signal, smooth, suggest  # noqa: E402
 from mlic.stages import run  # noqa: E402
 
 OUT = Path("experiments/bench_suite")
@@ -131,7 +131,8 @@ class Bench:
         curve = pd.read_csv(Path(test["exp_dir"]) / "lr_finder.csv")
         lrs, raw = curve["lr"].to_numpy(), curve["loss"].to_numpy()
         smoothed = smooth(lrs, raw, LRFinder().window)
-        test["suggestions"] = {rule: suggest(lrs, smoothed, rule) for rule in RULES}
+        noise = signal(lrs, raw, smoothed).noise  # the `edge` rule reads how far the bottom reaches by it
+        test["suggestions"] = {rule: suggest(lrs, smoothed, rule, noise) for rule in RULES}
         test["suggestions"][OLD] = suggest(lrs, trailing_average(raw), "minimum")
         finite = np.isfinite(smoothed)
         lowest = float(lrs[finite][int(np.argmin(smoothed[finite]))])
