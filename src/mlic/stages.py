@@ -246,7 +246,8 @@ def _stage_lr(config: Config, run_: Prepared, stage: Stage, suffix: str) -> tupl
     lr = result.suggestion
     if lr is None:
         lr = run_.module.build_optimizer().defaults["lr"]
-        why = describe_flat(result.signal) if result.signal is not None else "the curve is too short to read"
+        flat = result.signal is not None and not result.signal.clear
+        why = describe_flat(result.signal) if flat else "the curve is too short for its rule to read"
         log.warning(
             "no LR suggestion for stage %s: %s; it trains with the optimizer's lr %.2e. %s",
             stage.name,
