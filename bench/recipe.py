@@ -7,9 +7,9 @@ Two scenarios, the same epoch budget on both sides (`--epochs`, default 6):
               at 2e-3: icons for emoji, emoji for icons and pokemon), a new head
 The plain loop is `bench/parity.py`'s hand-written loop (AdamW lr 2e-3, weight decay 1e-2, OneCycleLR,
 flips, images decoded once), the whole network trained for the budget, the best-valid-mAP epoch shipped.
-mlic runs the recipe README recommends (`recipe` below) in both scenarios, the best-valid-mAP model
-shipped: the whole network for the budget at the LR of its range test (100 steps before training, not
-counted in the budget), label smoothing 0.1, flips and small affine moves, a prior-initialised head.
+mlic runs the recipe README recommends (`recipe` below, `configs/simple_config.py`) in both scenarios,
+the best-valid-mAP model shipped: the whole network for the budget at the LR of its range test (100
+steps before training, not counted in the budget), BCE, flips, a prior-initialised head.
 
 The ablation (`--ablation`) switches one ingredient of the recipe at a time (`VARIANTS`), in the
 pretrained scenario, and reports its change in test mAP against the recipe, its seed spread and its
@@ -99,29 +99,17 @@ TRIVIAL_AUGMENT = A.Compose(  # TrivialAugment's idea: one op of a standard list
 )
 
 
-def base(config: Config, epochs: int) -> Config:
-    """The ablation's starting point: the plain loop's recipe (BCE, flips) with what mlic adds to any run
-    (a prior-initialised head, no weight decay on norms and biases), one stage over the whole network at
-    the LR of its range test. Each ingredient of `VARIANTS` changes one thing of it."""
+def recipe(config: Config, epochs: int) -> Config:
+    """The recommended recipe on a suite config, as README tells a user to write it
+    (`configs/simple_config.py`): one stage over the whole network at the LR of its range test, BCE,
+    flips, and what mlic adds to any run (a prior-initialised head, no weight decay on norms and biases).
+    It is also the ablation's starting point: each ingredient of `VARIANTS` changes one thing of it, and
+    none of them paid (bench/RESULTS.md)."""
     config.data.augmentations = A.HorizontalFlip(p=0.5)
     config.loss = torch.nn.BCEWithLogitsLoss()
     config.stages = [Stage("full", epochs=epochs, lr="find")]
     config.save_top_k = 3
     config.swa = SWA(top_k=3, ema_decay=0.99)  # kept for the `swa` and `ema` rows; the best model ships
-    return config
-
-
-# the recommended recipe: the base with the ingredients the ablation found to pay (bench/RESULTS.md);
-# none did, so the recipe is the base and its cells are the base's
-RECOMMENDED: list[str] = []
-RECIPE = "recipe" if RECOMMENDED else "base"
-
-
-def recipe(config: Config, epochs: int) -> Config:
-    """The recommended recipe on a suite config, as README tells a user to write it."""
-    config = base(config, epochs)
-    for name in RECOMMENDED:
-        VARIANTS[name][1](config)
     return config
 
 
@@ -224,10 +212,9 @@ def mlic_run(dataset: str, seed: int, epochs: int, scenario: str, variant: str) 
     name = f"recipe_{dataset}_{scenario}_{seed}" + (
         "" if variant == "recipe" else f"_{variant.replace(' ', '_')}"
     )
-    start = recipe if variant == "recipe" else base
-    config = start(suite.config(dataset, name, [], pretrained=pretrained, seed=seed), epochs)
+    config = recipe(suite.config(dataset, name, [], pretrained=pretrained, seed=seed), epochs)
     config.trainer["enable_progress_bar"] = False
-    if variant not in ("recipe", "base"):
+    if variant != "recipe":
         VARIANTS[variant][1](config)
     result = run(config)
     test, exp_dir = result.results["test"], result.exp_dir
@@ -239,7 +226,7 @@ def mlic_run(dataset: str, seed: int, epochs: int, scenario: str, variant: str) 
         **stage_maps(exp_dir),
         **{f"lr/{k}": v.suggestion for k, v in result.range_tests.items()},
     }
-    if variant in ("recipe", "base"):  # the averaged models of the same run: no training of their own
+    if variant == "recipe":  # the averaged models of the same run: no training of their own
         if (exp_dir / "model.ema.pth").is_file():
             out["ema"] = float(evaluate_split(config, "test", "model.ema.pth").results["test"]["map"])
         try:
@@ -297,11 +284,11 @@ def recipe_table(results: Results, datasets: list[str], seeds: list[int], epochs
     for dataset in datasets:
         for scenario in ("scratch", "pretrained"):
             keys = [f"{dataset}/{scenario}/{s}/" for s in seeds]
-            keys = [k for k in keys if k + "plain loop" in results.cells and k + RECIPE in results.cells]
+            keys = [k for k in keys if k + "plain loop" in results.cells and k + "recipe" in results.cells]
             if not keys:
                 continue
             plain = [results.cells[k + "plain loop"] for k in keys]
-            ours = [results.cells[k + RECIPE] for k in keys]
+            ours = [results.cells[k + "recipe"] for k in keys]
             p, m = np.mean([r["test"] for r in plain]), np.mean([r["test"] for r in ours])
             diffs = [b["test"] - a["test"] for a, b in zip(plain, ours)]
             print(
@@ -324,19 +311,21 @@ def recipe_table(results: Results, datasets: list[str], seeds: list[int], epochs
 def ablation_table(
     results: Results, dataset: str, scenario: str, seeds: list[int], variants: list[str]
 ) -> None:
-    """The ablation's rows, each over the seeds it has so far, paired with the base on the same seeds."""
+    """The ablation's rows, each over the seeds it has so far, paired with the recipe on the same seeds."""
     cells = results.cells
     start = {
-        s: cells[f"{dataset}/{scenario}/{s}/base"] for s in seeds if f"{dataset}/{scenario}/{s}/base" in cells
+        s: cells[f"{dataset}/{scenario}/{s}/recipe"]
+        for s in seeds
+        if f"{dataset}/{scenario}/{s}/recipe" in cells
     }
     print(
         f"\n| ingredient (on {dataset}, {scenario}) | what changes | test mAP per seed | mean ± sd | change vs the "
-        "base, paired by seed (sd) | seconds per run |"
+        "recipe, paired by seed (sd) | seconds per run |"
     )
     print("|---|---|---|---|---|---|")
     ref = [start[s]["test"] for s in start]
     print(
-        f"| the base | one stage at the range test's LR, BCE, flips, prior-initialised head | "
+        f"| the recipe | one stage at the range test's LR, BCE, flips, prior-initialised head | "
         f"{', '.join(f'{v:.4f}' for v in ref)} | "
         f"{mean_sd(ref)} | | {np.mean([r['seconds'] for r in start.values()]):.0f} |"
     )
@@ -431,8 +420,7 @@ def main() -> int:
                     results.get(f"{key}/plain loop", plain_loop, dataset, seed, args.epochs, init)
                 if args.plain:
                     continue
-                start = "base" if args.ablation else RECIPE
-                results.get(f"{key}/{start}", mlic_run, dataset, seed, args.epochs, scenario, start)
+                results.get(f"{key}/recipe", mlic_run, dataset, seed, args.epochs, scenario, "recipe")
                 for variant in args.variants if args.ablation else []:
                     results.get(f"{key}/{variant}", mlic_run, dataset, seed, args.epochs, scenario, variant)
     if args.ablation:
