@@ -160,7 +160,6 @@ RULES: dict[str, Callable[[Iterable[float], Iterable[float]], float | None]] = {
     "near_minimum": near_minimum,
     "edge": edge,
 }
-PAST_LOWEST = {"edge"}  # rules that may suggest more than the LR of the lowest loss
 
 
 def suggest(
@@ -174,10 +173,12 @@ def suggest(
     lrs, losses = _finite_prefix(lrs, losses)
     if len(losses) < MIN_POINTS:
         return None
-    lr = edge(lrs, losses, noise) if rule == "edge" else RULES[rule](lrs, losses)
+    if rule == "edge":  # reads past the lowest point by design, as far as the curve's noise allows
+        return edge(lrs, losses, noise)
+    lr = RULES[rule](lrs, losses)
     if lr is None:
         return None
-    return float(lr if rule in PAST_LOWEST else min(lr, lrs[_lowest(losses)]))
+    return float(min(lr, lrs[_lowest(losses)]))
 
 
 def sensible_range(lrs: Iterable[float], losses: Iterable[float]) -> tuple[float, float] | None:
@@ -215,7 +216,9 @@ class Signal:
 
     @property
     def ratio(self) -> float:
-        return self.drop / self.noise if self.noise > 0 else math.inf * (1 if self.drop > 0 else -1)
+        if self.noise > 0:
+            return self.drop / self.noise
+        return math.inf if self.drop > 0 else 0.0  # a noiseless curve: any fall is clear
 
     @property
     def clear(self) -> bool:

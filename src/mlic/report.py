@@ -185,7 +185,7 @@ def write_lr_report(
 
 The suggestion is read off the smoothed loss (averaged over a window of LR centred on each point, so
 it does not lag the sweep) by the rule named (`{DEFAULT_RULE}`, the default, is
-{RULE_TEXT[DEFAULT_RULE]}) and is never above the LR of the lowest loss; the range runs from a tenth of
+{RULE_TEXT[DEFAULT_RULE]}) and is never above the LR of the lowest loss (but for `edge`, which reads past it); the range runs from a tenth of
 the LR of the lowest loss up to it.
 
 {lr_table(results, suffixes)}

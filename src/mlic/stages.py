@@ -39,7 +39,6 @@ from mlic.lr_finder import (
     above_lowest_raw,
     describe,
     describe_flat,
-    lowest_raw,
     range_test,
 )
 from mlic.models import (
@@ -259,12 +258,11 @@ def _stage_lr(config: Config, run_: Prepared, stage: Stage, suffix: str) -> tupl
         log.warning(
             "stage %s takes the suggested LR %.2e, %.1fx above the LR of the lowest raw loss (%.2e): the "
             "smoothed curve is lowest where single batches were not; if the stage's valid loss jumps, "
-            "set its lr at or below %.2e",
+            "set its lr at or below that",
             stage.name,
             lr,
             factor,
-            lowest_raw(result),
-            lowest_raw(result),
+            lr / factor,
         )
     return replace(stage, lr=lr), result
 
