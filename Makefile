@@ -28,8 +28,10 @@ notebook: install
 	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -e '.[notebook]'
 	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
+# two workers, each taking whole test files (module fixtures are built once, and the multi-process tests
+# of tests/train/test_distributed.py run one at a time); PYTEST_ARGS adds options, e.g. -n 0 for one process
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

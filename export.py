@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlic.cli import run_cli
-from mlic.export import FILES, export_experiment
+from mlic.deploy.export import FILES, export_experiment
+from mlic.utils.cli import run_cli
 
 FORMATS = list(FILES)  # torchscript, export, onnx
 

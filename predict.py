@@ -4,7 +4,7 @@ One row per image: for a multi-label experiment the probability of each class an
 (per-class thresholds from the experiment's thresholds.json when it has one); for a single-label one the
 most probable class and the --top-k classes with their probabilities; for an image that could not be
 read, why.
-Run `python predict.py --help` for the options; the work is done by `mlic.predict`.
+Run `python predict.py --help` for the options; the work is done by `mlic.deploy.predict`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlic.cli import run_cli
-from mlic.errors import DataError, MlicError
-from mlic.evaluation import open_experiment
-from mlic.predict import list_inputs, predict_paths, write_predictions
+from mlic.deploy.predict import list_inputs, predict_paths, write_predictions
+from mlic.evaluate.evaluation import open_experiment
+from mlic.utils.cli import run_cli
+from mlic.utils.errors import DataError, MlicError
 
 DEFAULT_WEIGHTS = "model.best.pth"
 

@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlic.cli import add_overrides, run_cli
-from mlic.config_file import load_config
-from mlic.errors import ConfigError
-from mlic.report import format_table
-from mlic.swa import SWARun, run_swa
+from mlic.config.loading import load_config
+from mlic.evaluate.report import format_table
+from mlic.train.swa import SWARun, run_swa
+from mlic.utils.cli import add_overrides, run_cli
+from mlic.utils.errors import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlic.cli import add_overrides, run_cli
-from mlic.config_file import load_config
+from mlic.config.loading import load_config
+from mlic.utils.cli import add_overrides, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def _run() -> int:
-        from mlic.sweep import run_sweep
+        from mlic.train.sweep import run_sweep
 
         outcome = run_sweep(load_config(args.config, args.overrides), args.n_trials)
         states = outcome.study.trials_dataframe(attrs=("state",))["state"].value_counts().to_dict()

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlic.cli import add_overrides, run_cli
-from mlic.config import Config
-from mlic.config_file import load_config
-from mlic.errors import ConfigError
-from mlic.evaluation import Evaluation, evaluate_split
-from mlic.lr_finder import describe
-from mlic.report import format_table
-from mlic.runtime import is_rank_zero
-from mlic.stages import RangeTestRun, TrainingRun, run
+from mlic.config.loading import load_config
+from mlic.config.schema import Config
+from mlic.engine.lr_curve import describe
+from mlic.evaluate.evaluation import Evaluation, evaluate_split
+from mlic.evaluate.report import format_table
+from mlic.train.range_tests import RangeTestRun, run_lr_find
+from mlic.train.stages import TrainingRun, run
+from mlic.utils.cli import add_overrides, run_cli
+from mlic.utils.errors import ConfigError
+from mlic.utils.ranks import is_rank_zero
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,13 +88,18 @@ def main(argv: list[str] | None = None) -> int:
             if is_rank_zero():  # with several processes, each evaluated its share; the first prints
                 print_evaluation(config, outcome)
             return 0
-        outcome = run(config, lr_find=args.lr_find, resume=args.resume)
-        if not is_rank_zero():
+        if args.lr_find or config.lr_finder is not None:  # a range-test config, or --lr-find: no training
+            if args.resume:
+                raise ConfigError(
+                    "a range-test config (lr_finder=...) trains nothing, so there is nothing to resume"
+                )
+            tested = run_lr_find(config)
+            if is_rank_zero():
+                print_range_tests(tested)
             return 0
-        if isinstance(outcome, RangeTestRun):
-            print_range_tests(outcome)
-        else:
-            print_training(config, outcome)
+        trained = run(config, resume=args.resume)
+        if is_rank_zero():
+            print_training(config, trained)
         return 0
 
     return run_cli(_run, args.debug, every_process=True)

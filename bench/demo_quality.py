@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlic.checkpoints import model_file_metrics
+from mlic.experiment.checkpoints import model_file_metrics
 
 
 def chance_map(table: Path) -> float:

@@ -47,7 +47,7 @@ def main() -> int:
     import torch  # noqa: F401 - used by the loss expressions
 
     from mlic import load_config, losses  # noqa: F401
-    from mlic.stages import run
+    from mlic.train.stages import run
 
     rows = []
     for name in args.losses:

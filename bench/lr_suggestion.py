@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import suite  # noqa: E402
 
 from mlic import LRFinder, Stage  # noqa: E402
-from mlic.lr_finder import DEFAULT_RULE, RULES, signal, smooth, suggest  # noqa: E402
-from mlic.stages import run  # noqa: E402
+from mlic.engine.lr_curve import DEFAULT_RULE, RULES, signal, smooth, suggest
+from mlic.train.range_tests import run_lr_find  # noqa: E402
+from mlic.train.stages import run  # noqa: E402
 
 OUT = Path("experiments/bench_suite")
 EPOCHS = {"head": 4, "full": 6, "scratch": 6, "scratch-sgd": 6}
@@ -123,7 +124,7 @@ class Bench:
         if key not in self.results:
             name = f"suite_{dataset}_{scenario}_lr_find"
             config = self.scenario_config(dataset, scenario, name, LRFinder(progress=False))
-            exp_dir = run(config, lr_find=True).exp_dir
+            exp_dir = run_lr_find(config).exp_dir
             report = (exp_dir / "report.md").read_text().splitlines()
             row = next(line for line in report if line.startswith(("| head |", "| full |")))
             self.results[key] = {"seconds": float(row.split("|")[3]), "exp_dir": str(exp_dir)}

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import suite  # noqa: E402
 
 from mlic import Mixing, Stage, load_config  # noqa: E402
-from mlic.stages import run  # noqa: E402
+from mlic.train.stages import run  # noqa: E402
 
 LR = 2e-3
 VARIANTS = {

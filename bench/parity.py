@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import suite  # noqa: E402
 
-import mlic.images  # noqa: E402
+import mlic.data.images  # noqa: E402
 from mlic import Stage  # noqa: E402
-from mlic.stages import run  # noqa: E402
+from mlic.train.stages import run  # noqa: E402
 
 LR = 2e-3
-antialiased_resize = mlic.images.resize
+antialiased_resize = mlic.data.images.resize
 
 
 def load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,11 +132,11 @@ def mlic_run(dataset: str, seed: int, epochs: int, variant: str = "default") -> 
         config.model.prior_init = False
         config.scheduler = partial(torch.optim.lr_scheduler.OneCycleLR, pct_start=0.3)
     if variant == "aliased-resize":
-        mlic.images.resize = aliased_resize  # ImageTransform looks it up at call time
+        mlic.data.images.resize = aliased_resize  # ImageTransform looks it up at call time
     try:
         exp_dir = run(config).exp_dir
     finally:
-        mlic.images.resize = antialiased_resize
+        mlic.data.images.resize = antialiased_resize
     valid = float(pd.read_csv(exp_dir / "metrics.csv")["valid/map"].max())
     return {"valid": valid, "test": suite.test_metrics(exp_dir)["map"]}
 

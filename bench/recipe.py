@@ -50,11 +50,11 @@ import parity  # noqa: E402
 import suite  # noqa: E402
 
 from mlic import SWA, LRFinder, Stage, losses  # noqa: E402
-from mlic.config import Config  # noqa: E402
-from mlic.errors import CheckpointError  # noqa: E402
-from mlic.evaluation import evaluate_split  # noqa: E402
-from mlic.stages import run  # noqa: E402
-from mlic.swa import run_swa  # noqa: E402
+from mlic.config.schema import Config  # noqa: E402
+from mlic.evaluate.evaluation import evaluate_split  # noqa: E402
+from mlic.train.stages import run  # noqa: E402
+from mlic.train.swa import run_swa  # noqa: E402
+from mlic.utils.errors import CheckpointError  # noqa: E402
 
 OUT = Path("experiments/bench_recipe")
 DATASETS = ["emoji", "icons", "pokemon"]

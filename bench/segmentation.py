@@ -17,7 +17,7 @@ The recipe, the same for both runners: a segmentation-models-pytorch Unet over t
 (`tu-resnet10t`) from random weights, encoder_depth=3, decoder_channels=(64, 32, 16), batch 64, AdamW
 (lr 2e-3, weight decay 1e-2) with OneCycleLR over a fixed number of epochs, horizontal flips (image and
 mask), Dice + cross-entropy; the model of the epoch with the best valid mean IoU is scored on test.
-mlic runs the config a user would write (mlic's defaults: Dice of its own `mlic.segmentation.DiceLoss`,
+mlic runs the config a user would write (mlic's defaults: Dice of its own `mlic.losses.segmentation.DiceLoss`,
 the head's bias at the train pixel priors, no weight decay on norms and biases, `pct_start=0.25`).
 The plain loop is what a user writes by hand: images and masks decoded once with Pillow into memory,
 `smp.create_model`, `smp.losses.DiceLoss(mode="multiclass")` + `nn.CrossEntropyLoss`, torch's defaults.
@@ -67,8 +67,8 @@ import suite  # noqa: E402
 from data_emoji import VENDORS, VERSION  # noqa: E402
 
 from mlic import Config, Data, Model, Stage  # noqa: E402
-from mlic.checkpoints import load_model_file  # noqa: E402
-from mlic.stages import run  # noqa: E402
+from mlic.experiment.checkpoints import load_model_file  # noqa: E402
+from mlic.train.stages import run  # noqa: E402
 
 ROOT = Path("data/emoji_segmentation")
 PACKAGES = "data/npm"

@@ -33,7 +33,7 @@ import suite  # noqa: E402
 from parity import LR, load_split  # noqa: E402
 
 from mlic import Stage  # noqa: E402
-from mlic.stages import run  # noqa: E402
+from mlic.train.stages import run  # noqa: E402
 
 
 def scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norm) -> dict[str, float]:

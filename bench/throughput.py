@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from mlic.checkpoints import load_model_file
-from mlic.export import Deployable, check_batch, export_experiment, image_paths
+from mlic.deploy.export import Deployable, check_batch, export_experiment, image_paths
+from mlic.experiment.checkpoints import load_model_file
 
 
 def timed(fn, batch, iters: int) -> float:

@@ -20,8 +20,8 @@ import timm
 import torch
 
 from mlic import Stage
-from mlic.module import ClassifierModule
-from mlic.optim import build_optimizer
+from mlic.engine.module import ClassifierModule
+from mlic.engine.optim import build_optimizer
 
 BATCH, STEPS, CLASSES = 64, 15, 20
 

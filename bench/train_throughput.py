@@ -10,7 +10,7 @@ augmentation (horizontal flips, p=0.5) for the same number of optimizer steps on
   shuffled batch, flips, normalises, runs forward, BCE, backward and the optimizer step, with the
   model and batches in channels-last memory order (the faster kernels). No loader, no validation, no
   logging.
-- **mlic**: `mlic.stages.run` on a config of the same settings (one stage, `num_iteration_on_epoch`
+- **mlic**: `mlic.train.stages.run` on a config of the same settings (one stage, `num_iteration_on_epoch`
   steps an epoch, `data.num_workers`, `data.cache` as given), in its own process, with a callback that
   times every phase of every step.
 
@@ -45,8 +45,8 @@ import timm
 import torch
 
 from mlic import Config, Data, Model, Stage
-from mlic.images import read_rgb, resize
-from mlic.stages import run
+from mlic.data.images import read_rgb, resize
+from mlic.train.stages import run
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

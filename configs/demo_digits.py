@@ -16,7 +16,7 @@ import torch
 from mlic import Config, Data, Model, Stage, env_path
 
 ROOT_PATH = env_path("ROOT_PATH")
-MODEL = "resnet10t"  # mlic.demo.DEMO_MODEL
+MODEL = "resnet10t"  # mlic.demo.build.DEMO_MODEL
 
 config = Config(
     experiment_name="demo_digits",

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from mlic import Config, Data, Model, Stage
 
@@ -59,7 +60,8 @@ def _chdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own folder, so `experiments/` lands in tmp_path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONHASHSEED", "0")
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    # under `make test` two workers share the cores: one thread each (and their subprocesses) is faster
+    os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 FAST_TRAINER = dict(
@@ -146,8 +148,8 @@ def assert_nothing_trained(folder: Path, name: str) -> None:
 def train_from_file(folder: Path, config_text: str) -> Path:
     """As a user would: a dataset in `folder/data`, `folder/config.py` reading ROOT_PATH, trained from
     `folder`; returns the experiment folder. ROOT_PATH and the working directory are restored after."""
-    from mlic.config_file import load_config
-    from mlic.stages import run
+    from mlic.config.loading import load_config
+    from mlic.train.stages import run
 
     make_dataset(folder / "data")
     (folder / "config.py").write_text(config_text)
@@ -162,3 +164,117 @@ def train_from_file(folder: Path, config_text: str) -> Path:
             os.environ.pop("ROOT_PATH", None)
         else:
             os.environ["ROOT_PATH"] = old_root
+
+
+# ----------------------------------------------------------- the other tasks' data (tests of several modules)
+
+SINGLE_CLASSES = ["left", "middle", "right"]  # each paints a square in its own corner (conftest.make_image)
+
+
+def make_folders(root: Path, counts=(("train", 48), ("valid", 24), ("test", 24)), seed: int = 0) -> Path:
+    """train/valid/test with a subfolder of PNGs per class; one class per image."""
+    rng = np.random.default_rng(seed)
+    for split, n in counts:
+        for i in range(n):
+            c = i % len(SINGLE_CLASSES)
+            labels = np.eye(len(SINGLE_CLASSES), dtype=int)[c]
+            folder = root / split / SINGLE_CLASSES[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            image = cv2.cvtColor(make_image(labels, rng), cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(folder / f"{split}{i:03d}.png"), image)
+    return root
+
+
+def single_config(root: Path, name: str = "single", **overrides) -> Config:
+    config = Config(
+        experiment_name=name,
+        task="single_label",
+        data=Data(
+            root=str(root),
+            train="train",
+            valid="valid",
+            test="test",
+            img_size=(32, 32),
+            batch_size=8,
+            num_workers=0,
+        ),
+        model=Model(name="test_resnet", pretrained=False),
+        stages=[Stage("head", epochs=2, freeze_backbone=True, lr=3e-3), Stage("full", epochs=4, lr=3e-3)],
+        trainer=dict(FAST_TRAINER),
+        seed=0,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+SEG_CLASSES = ["background", "square", "bar"]  # mask values 0, 1, 2: the list's positions
+
+
+def make_sample(rng: np.random.Generator, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy image with a bright square (class 1) and a dark horizontal bar (class 2), and its mask."""
+    image = rng.integers(90, 160, (size, size, 3)).astype(np.uint8)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    s = int(rng.integers(8, 14))
+    y, x = (int(v) for v in rng.integers(0, size - s, 2))
+    image[y : y + s, x : x + s] = (250, 240, 60)
+    mask[y : y + s, x : x + s] = 1
+    r = int(rng.integers(0, size - 4))
+    image[r : r + 4, :] = (10, 20, 90)
+    mask[r : r + 4, :] = 2
+    return image, mask
+
+
+def make_masks(
+    root: Path, counts=(("train", 24), ("valid", 8), ("test", 8)), seed: int = 0, multilabel: bool = False
+) -> Path:
+    """<split>/images/<id>.png and <split>/masks/<id>.png (multi-label: masks/<class>/<id>.png)."""
+    rng = np.random.default_rng(seed)
+    for split, n in counts:
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            image, mask = make_sample(rng)
+            name = f"{split}{i:03d}.png"
+            Image.fromarray(image).save(root / split / "images" / name)
+            if multilabel:
+                for value, c in ((1, "square"), (2, "bar")):
+                    (root / split / "masks" / c).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(((mask == value) * 255).astype(np.uint8)).save(
+                        root / split / "masks" / c / name
+                    )
+            else:
+                (root / split / "masks").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask).save(root / split / "masks" / name)
+    return root
+
+
+def seg_config(root: Path, name: str = "seg", task: str = "segmentation", **overrides) -> Config:
+    config = Config(
+        experiment_name=name,
+        task=task,
+        data=Data(
+            root=str(root),
+            train="train",
+            valid="valid",
+            test="test",
+            classes=list(SEG_CLASSES) if task == "segmentation" else None,
+            img_size=(32, 32),
+            batch_size=8,
+            num_workers=0,
+        ),
+        model=Model(
+            name="Unet",
+            encoder="tu-test_resnet",
+            pretrained=False,
+            kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+        ),
+        stages=[
+            Stage("decoder", epochs=2, freeze_backbone=True, lr=1e-2),
+            Stage("full", epochs=6, lr=1e-2),
+        ],
+        trainer=dict(FAST_TRAINER),
+        seed=0,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config

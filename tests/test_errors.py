@@ -19,11 +19,11 @@ from conftest import (
 )
 
 from mlic import CheckpointError, ConfigError, Data, DataError, Model, losses
-from mlic.cli import run_cli
-from mlic.data import read_splits
-from mlic.images import read_rgb
-from mlic.models import create_model, load_checkpoint
-from mlic.stages import run
+from mlic.data.images import read_rgb
+from mlic.data.tables import read_splits
+from mlic.models.build import create_model, load_checkpoint
+from mlic.train.stages import run
+from mlic.utils.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "configs"
@@ -360,7 +360,7 @@ def test_a_loss_that_does_not_fit_stops_before_the_earlier_run_is_moved(dataset,
 
 
 def test_under_a_launcher_only_the_first_process_runs_a_one_process_command(monkeypatch):
-    """swa.py, export.py, predict.py, mlic.split under torchrun (RANK set): one process does the work."""
+    """swa.py, export.py, predict.py, mlic.data.split under torchrun (RANK set): one process does the work."""
     calls = []
     for rank in ("0", "1"):
         monkeypatch.setenv("RANK", rank)

@@ -33,13 +33,13 @@ config = Config(
 
 # kill -9 the process right before a temporary file whose name matches is renamed into place
 KILL_BEFORE_RENAME = """
-import os, signal, mlic.io
-_fsync = mlic.io._fsync
+import os, signal, mlic.utils.io
+_fsync = mlic.utils.io._fsync
 def _kill_at(path):
     if {match!r} in path.name:
         os.kill(os.getpid(), signal.SIGKILL)
     _fsync(path)
-mlic.io._fsync = _kill_at
+mlic.utils.io._fsync = _kill_at
 """
 
 
@@ -161,12 +161,12 @@ def test_swa_on_a_copied_experiment_writes_into_the_copy(trained, tmp_path):
 def test_a_full_disk_while_writing_the_best_model_is_one_sentence(tmp_path):
     folder = _folder(tmp_path)
     patch = (
-        "import errno, mlic.io\n_fsync = mlic.io._fsync\n"
+        "import errno, mlic.utils.io\n_fsync = mlic.utils.io._fsync\n"
         "def _full(path):\n"
         "    if 'model.best.pth' in path.name:\n"
         "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
         "    _fsync(path)\n"
-        "mlic.io._fsync = _full\n"
+        "mlic.utils.io._fsync = _full\n"
     )
     line = _one_sentence(_cli(folder, "train.py", "config.py", patch=patch))
     assert line.startswith(
@@ -274,7 +274,7 @@ def test_an_id_in_two_splits_and_a_class_without_positives_are_warned_in_the_log
 ):
     from conftest import tiny_config
 
-    from mlic.stages import run
+    from mlic.train.stages import run
 
     data = make_dataset(tmp_path / "data")
     train, valid = pd.read_csv(data / "train_df.csv"), pd.read_csv(data / "valid_df.csv")
@@ -301,7 +301,7 @@ def test_the_faults_page_names_only_tests_that_exist():
     import re
 
     text = (REPO / "docs" / "faults.md").read_text()
-    named = re.findall(r"`(?:tests/(\w+\.py)::)?(test_\w+)`", text)
+    named = re.findall(r"`(?:tests/([\w/]+\.py)::)?(test_\w+)`", text)
     assert len(named) >= 15
     for file, name in named:
         assert f"def {name}(" in (REPO / "tests" / (file or "test_faults.py")).read_text(), name

@@ -11,7 +11,8 @@ from conftest import make_dataset, tiny_config
 from nbclient import NotebookClient
 
 from mlic import LRFinder, Stage
-from mlic.stages import run
+from mlic.train.range_tests import run_lr_find
+from mlic.train.stages import run
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -42,7 +43,7 @@ def lrf_experiment(tmp_path_factory) -> Path:
     )
     config.lr_finder = LRFinder(num_steps=20)
     config.output_dir = str(base / "experiments")
-    return run(config).exp_dir
+    return run_lr_find(config).exp_dir
 
 
 def test_lrf_notebook_plots_every_stage_of_an_experiment(lrf_experiment):
@@ -69,7 +70,7 @@ def test_to_script_notebook_exports_and_predicts_with_plain_torch(tmp_path_facto
         "    model=Model(name='test_resnet', pretrained=False), stages=[Stage('full', epochs=1)],\n"
         "    trainer=dict(accelerator='cpu', enable_progress_bar=False, enable_model_summary=False))\n"
     )
-    from mlic.config_file import load_config
+    from mlic.config.loading import load_config
 
     os.environ["ROOT_PATH"] = str(dataset)
     try:

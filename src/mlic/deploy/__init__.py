@@ -1,0 +1,1 @@
+"""Deploying a trained model: export (TorchScript, torch.export, ONNX) and prediction on image folders or lists."""
