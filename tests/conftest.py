@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from mlic import Config, Data, Model, Stage
@@ -48,6 +49,12 @@ def make_dataset(root: Path, n_train: int = 48, n_valid: int = 24, n_test: int =
         df.insert(0, "Id", ids)
         df.to_csv(root / f"{split}_df.csv", index=False)
     return root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `make test` two workers share two cores: one torch thread each, or they fight over them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture
