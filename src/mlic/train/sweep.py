@@ -89,23 +89,27 @@ class SweepRun:
     best_value: float | None
 
 
-def _fail_interrupted(study: Any) -> int:
-    """Mark the trials a killed sweep left running as failed; return how many."""
+def _fail_interrupted(study: Any, storage: Any) -> int:
+    """Mark the trials a killed sweep left running as failed; return how many (through the storage's
+    public API: a trial's id in the storage comes from its study and number)."""
     optuna = _optuna()
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+    study_id = storage.get_study_id_from_name(study.study_name)
     for t in stale:
-        study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
     return len(stale)
 
 
-def _open_study(config: Config, folder: Path) -> Any:
-    """The sweep's Optuna study, in `folder/optuna.db` (continued when it exists)."""
+def _open_study(config: Config, folder: Path) -> tuple[Any, Any]:
+    """The sweep's Optuna study and its storage, in `folder/optuna.db` (continued when it exists)."""
     optuna, sweep = _optuna(), config.sweep
     folder.mkdir(parents=True, exist_ok=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if sweep.pruner == "median" else None
-    return optuna.create_study(
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
+    return storage, optuna.create_study(
         study_name=config.experiment_name,
-        storage=f"sqlite:///{(folder / 'optuna.db').resolve()}",
+        storage=storage,
         load_if_exists=True,
         direction=sweep.resolved_direction(sweep.metric or config.monitor),
         sampler=optuna.samplers.TPESampler(seed=config.seed),
@@ -135,8 +139,8 @@ def run_sweep(config: Config, n_trials: int | None = None) -> SweepRun:
             "the config has no `sweep`: add sweep=Sweep(space={'optimizer.lr': loguniform(1e-5, 1e-2)}) to it"
         )
     folder = Path(config.output_dir) / f"{config.experiment_name}_sweep"
-    study = _open_study(config, folder)
-    failed = _fail_interrupted(study)
+    storage, study = _open_study(config, folder)
+    failed = _fail_interrupted(study, storage)
     if failed:
         log.warning("sweep: %d trial(s) of an earlier, interrupted sweep were marked failed", failed)
     wanted = n_trials or sweep.n_trials
