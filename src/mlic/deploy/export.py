@@ -29,6 +29,7 @@ from mlic.data.images import list_folder, read_rgb
 from mlic.data.tables import read_table
 from mlic.evaluate.evaluation import TrainedModel, open_experiment, probabilities
 from mlic.experiment.checkpoints import ModelFile
+from mlic.experiment.files import CONFIG_COPY, EXPORT, MODEL_BEST, THRESHOLDS
 from mlic.tasks import get_task
 from mlic.utils import io
 from mlic.utils.errors import ConfigError, MlicError, WriteError
@@ -180,7 +181,7 @@ def image_paths(exp_dir: Path, images: Path | None) -> list[Path]:
         if not images.is_dir():
             raise ConfigError(f"--images {images} is not a folder")
         return list_folder(images)
-    config_path = exp_dir / "config.py"
+    config_path = exp_dir / CONFIG_COPY
     try:
         config = load_config(config_path)
     except ConfigError as e:
@@ -195,7 +196,7 @@ def image_paths(exp_dir: Path, images: Path | None) -> list[Path]:
 def _earlier_files(exp_dir: Path) -> dict[str, Any]:
     """What `export.json` says of files exported earlier (perhaps from other weights) that still exist:
     they stay described until they are replaced."""
-    meta_path = exp_dir / "export.json"
+    meta_path = exp_dir / EXPORT
     report: dict[str, Any] = {}
     if meta_path.is_file():
         with contextlib.suppress(ValueError, AttributeError):
@@ -210,14 +211,14 @@ def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, An
     thresholds_entry = (  # a single-label model has none: its class is the most probable one
         {
             "thresholds": dict(zip(mf.classes, thresholds.tolist())),
-            "thresholds_source": "thresholds.json" if trained.thresholds_path else "threshold",
+            "thresholds_source": THRESHOLDS if trained.thresholds_path else "threshold",
         }
         if get_task(mf.task).tunes_thresholds
         else {}
     )
     h, w = mf.prep.img_size
     io.write_json(
-        exp_dir / "export.json",
+        exp_dir / EXPORT,
         {
             "weights": trained.path.name,
             "model_name": mf.model_name,
@@ -241,7 +242,7 @@ def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, An
 
 def export_experiment(
     exp_dir: Path,
-    weights: str | Path = "model.best.pth",
+    weights: str | Path = MODEL_BEST,
     formats: Sequence[str] = ("torchscript", "export", "onnx"),
     images: Path | None = None,
     num_check: int = 16,
@@ -307,7 +308,7 @@ def _install(
     """Move the checked files into place and write `export.json` last. `export.json` is removed first,
     so a run killed between the moves leaves no description of a mix of old and new files (rerun the
     export); hidden temporary files a killed run left are removed by the next."""
-    (exp_dir / "export.json").unlink(missing_ok=True)
+    (exp_dir / EXPORT).unlink(missing_ok=True)
     written = {}
     for fmt, tmp in ready.items():
         os.replace(tmp, exp_dir / FILES[fmt])

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from mlic.evaluate.report import rows_table
+from mlic.experiment.files import CONFIG_COPY, METRICS, MODEL_BEST, REPORT
 from mlic.experiment.results import MODELS, read_results
 from mlic.models.weights import read_state_dict
 from mlic.tasks import ALL_COLUMNS, get_task
@@ -59,7 +60,7 @@ def report_tables(text: str) -> dict[str, dict[str, float]]:
 
 
 def _comment(exp_dir: Path) -> str:
-    path = exp_dir / "config.py"
+    path = exp_dir / CONFIG_COPY
     try:
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
     except (OSError, SyntaxError, UnicodeDecodeError):
@@ -79,7 +80,7 @@ def _model_results(exp_dir: Path, best: dict[str, Any]) -> dict[str, dict[str, d
     data = read_results(exp_dir)
     if data is not None:
         return {name: data["models"][name] for name in MODELS if name in data["models"]}
-    report = exp_dir / "report.md"
+    report = exp_dir / REPORT
     tables = report_tables(report.read_text(encoding="utf-8")) if report.is_file() else {}
     models = {"best": {s: tables[s] for s in SPLITS if s in tables}}
     for name in ("swa", "ema"):
@@ -95,8 +96,8 @@ def _model_results(exp_dir: Path, best: dict[str, Any]) -> dict[str, dict[str, d
 def experiment_rows(exp_dir: Path) -> list[dict[str, Any]]:
     """The experiment's row, and its swa and ema rows where swa.py evaluated them; the metric columns
     are its task's."""
-    state, meta = read_state_dict(exp_dir / "model.best.pth", "model file")
-    metrics_csv = exp_dir / "metrics.csv"
+    state, meta = read_state_dict(exp_dir / MODEL_BEST, "model file")
+    metrics_csv = exp_dir / METRICS
     epochs = pd.read_csv(metrics_csv) if metrics_csv.is_file() else pd.DataFrame()
     best = meta.get("metrics", {})
     img = meta.get("img_size")
@@ -132,7 +133,7 @@ def compare(folders: Sequence[Path], sort: str | None = None) -> tuple[pd.DataFr
         folder = Path(folder)
         if not folder.is_dir():
             continue  # a glob over experiments/ also lists compare.md and the like
-        if not (folder / "model.best.pth").is_file():
+        if not (folder / MODEL_BEST).is_file():
             skipped.append(f"skipped {folder}: no model.best.pth (not a trained experiment)")
             continue
         rows.extend(experiment_rows(folder))

@@ -26,6 +26,7 @@ from mlic.experiment.checkpoints import (
     thresholds_file,
     write_thresholds,
 )
+from mlic.experiment.files import MODEL_BEST
 from mlic.metrics.classification import f1_at, tune_thresholds
 from mlic.tasks import Task, get_task
 from mlic.utils.errors import ConfigError, DataError
@@ -169,7 +170,7 @@ class TrainedModel:
 
 
 def open_experiment(
-    exp_dir: Path, weights: str | Path = "model.best.pth", config: Config | None = None
+    exp_dir: Path, weights: str | Path = MODEL_BEST, config: Config | None = None
 ) -> TrainedModel:
     """The model file `weights` of an experiment folder (or a path), rebuilt: what `--validate/--test`,
     swa.py, export.py and predict.py start from. With `config`, its label tables are read and checked to
@@ -203,7 +204,7 @@ class Evaluation:
 
 def evaluate_split(config: Config, split: str, weights: str | Path | None = None) -> Evaluation:
     """Evaluate a model file of the experiment (default `model.best.pth`) on `split` (`--validate`, `--test`)."""
-    trained = open_experiment(config.experiment_dir, weights or "model.best.pth", config)
+    trained = open_experiment(config.experiment_dir, weights or MODEL_BEST, config)
     mf, tables = trained.model_file, trained.tables
     if split not in tables:
         raise ConfigError(f"the config has no {split} split (data.{split} is None)")

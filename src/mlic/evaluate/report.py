@@ -13,6 +13,7 @@ from matplotlib.figure import Figure  # no pyplot: the process's matplotlib back
 
 from mlic.config.schema import Config
 from mlic.engine.lr_curve import DEFAULT_RULE, RULE_TEXT, RangeTest, sensible_range
+from mlic.experiment.files import CURVES, REPORT
 from mlic.metrics.classification import TUNED
 from mlic.tasks import ALL_COLUMNS, get_task
 from mlic.utils import io
@@ -95,7 +96,7 @@ def write_report(
     """Write `report.md` (and `curves.png`) into the experiment folder; `task_section` is the task's
     per-class (and confusion) sections (`Task.report_section`)."""
     if rows:
-        plot_curves(rows, exp_dir / "curves.png")
+        plot_curves(rows, exp_dir / CURVES)
     stages = ", ".join(
         f"{s.name} ({s.epochs} epoch{'s' if s.epochs != 1 else ''}"
         f"{', backbone frozen' if s.freeze_backbone else f', frozen {s.freeze!r}' if s.freeze else ''})"
@@ -132,7 +133,7 @@ def write_report(
 
 {epochs_table(rows)}
 {warnings_text}{environment_text}"""
-    io.write_text(exp_dir / "report.md", text)
+    io.write_text(exp_dir / REPORT, text)
 
 
 def save_lr_curve(result: RangeTest, csv_path: Path, png_path: Path, title: str = "") -> None:
@@ -192,10 +193,10 @@ the LR of the lowest loss up to it.
 
 """ + "".join(f"![{s}](lr_finder{suffixes[s]}.png)\n" for s in results)
     if append:
-        text = (exp_dir / "report.md").read_text(encoding="utf-8") + "\n" + section
+        text = (exp_dir / REPORT).read_text(encoding="utf-8") + "\n" + section
     else:
         text = f"# {config.experiment_name}: LR range test\n\n- model: `{config.model.name}`\n\n" + section
-    io.write_text(exp_dir / "report.md", text)
+    io.write_text(exp_dir / REPORT, text)
 
 
 SECTION = "## Checkpoint averaging (SWA)"
@@ -230,6 +231,6 @@ def write_swa_report(
     if any(k.startswith("ema/") for k in results):
         section += "\n- `ema` is `model.ema.pth`, the moving average of the weights kept during training"
     section += f"\n\n{markdown_table(results)}\n"
-    report = exp_dir / "report.md"
+    report = exp_dir / REPORT
     text = report.read_text(encoding="utf-8") if report.is_file() else f"# {experiment_name}\n"
     io.write_text(report, replace_section(text, SECTION, section))

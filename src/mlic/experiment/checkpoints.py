@@ -26,6 +26,7 @@ from torch import nn
 
 from mlic.config.schema import Config
 from mlic.data.images import Preprocessing
+from mlic.experiment.files import MODEL_BEST, THRESHOLDS
 from mlic.models.architectures import build_network
 from mlic.models.weights import read_state_dict, unreadable
 from mlic.tasks import get_task
@@ -128,7 +129,7 @@ def earlier_runs(exp_dir: Path) -> list[Path]:
     return sorted(p for p in exp_dir.parent.glob(f"{exp_dir.name}.*") if p.is_dir())
 
 
-def resolve_model_file(exp_dir: Path, weights: str | Path = "model.best.pth") -> Path:
+def resolve_model_file(exp_dir: Path, weights: str | Path = MODEL_BEST) -> Path:
     """The model file `weights` inside the experiment folder, else `weights` as a path; else one sentence
     saying what the folder holds (and where its previous run went, if a rerun moved it)."""
     exp_dir = Path(exp_dir)
@@ -193,7 +194,7 @@ def read_info(path: Path) -> CheckpointInfo:
 
 def thresholds_file(exp_dir: Path) -> Path:
     """Where an experiment keeps its per-class thresholds."""
-    return Path(exp_dir) / "thresholds.json"
+    return Path(exp_dir) / THRESHOLDS
 
 
 def write_thresholds(exp_dir: Path, classes: Sequence[str], thresholds: np.ndarray) -> Path:

@@ -16,9 +16,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mlic.experiment.files import RESULTS
 from mlic.utils import io
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = RESULTS
 MODELS = ("best", "swa", "ema")  # the model files whose metrics it holds: model.<name>.pth
 
 Results = dict[str, dict[str, float]]  # split -> metric -> value

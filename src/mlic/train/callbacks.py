@@ -21,6 +21,7 @@ from mlic.data.loaders import seed_process
 from mlic.engine.module import ClassifierModule
 from mlic.engine.optim import current_lrs
 from mlic.experiment.checkpoints import model_file, model_file_metrics, write_metrics
+from mlic.experiment.files import METRICS, MODEL_BEST, MODEL_EMA, MODEL_LAST
 from mlic.utils import io
 from mlic.utils.errors import ConfigError
 
@@ -124,13 +125,13 @@ class ExperimentRecorder(Callback):
         self.rows.append(row)
         if not trainer.is_global_zero:
             return
-        write_metrics(self.exp_dir / "metrics.csv", self.rows)
+        write_metrics(self.exp_dir / METRICS, self.rows)
         self.forward_row(row, len(self.rows))
         value = summary.get(self.monitor)
         if self._improved(value):
             self.best_value = value
             self.best_row = row
-            io.save_torch(self.exp_dir / "model.best.pth", self.model_file(module.model, row))
+            io.save_torch(self.exp_dir / MODEL_BEST, self.model_file(module.model, row))
 
     def forward_row(self, row: dict[str, Any], index: int) -> None:
         """Give the config's loggers the row's numbers (stage, epoch and step aside) at step `index`, the
@@ -157,7 +158,7 @@ class ExperimentRecorder(Callback):
             value = row.get(self.monitor)
             if isinstance(value, (int, float)) and self._improved(value):
                 self.best_value, self.best_row = value, row
-        best = self.exp_dir / "model.best.pth"
+        best = self.exp_dir / MODEL_BEST
         if best.is_file():  # it may come from an epoch that runs again
             saved = model_file_metrics(best)
             value = saved.get(self.monitor)
@@ -166,7 +167,7 @@ class ExperimentRecorder(Callback):
 
     def save_last(self, module: ClassifierModule) -> None:
         last = self.rows[-1] if self.rows else {}
-        io.save_torch(self.exp_dir / "model.last.pth", self.model_file(module.model, last))
+        io.save_torch(self.exp_dir / MODEL_LAST, self.model_file(module.model, last))
 
 
 class EMARecorder(Callback):
@@ -211,7 +212,7 @@ class EMARecorder(Callback):
         row = dict(self.recorder.rows[-1]) if self.recorder.rows else {}
         row = {k: v for k, v in row.items() if k in ("stage", "epoch", "step")}
         row["ema_decay"] = self.decay
-        io.save_torch(self.recorder.exp_dir / "model.ema.pth", self.recorder.model_file(self.ema.module, row))
+        io.save_torch(self.recorder.exp_dir / MODEL_EMA, self.recorder.model_file(self.ema.module, row))
 
 
 class ProcessSeeds(Callback):

@@ -15,6 +15,7 @@ from torch import nn
 from mlic.config.loading import config_copy_text
 from mlic.config.schema import Config
 from mlic.experiment.checkpoints import read_info, read_metrics
+from mlic.experiment.files import CHECKPOINTS, CONFIG_COPY, METRICS, REPORT, STAGES
 from mlic.models.weights import load_weights
 from mlic.utils import io
 from mlic.utils.errors import CheckpointError, ConfigError, DataError, WriteError
@@ -34,7 +35,7 @@ def open_folder(config: Config, classes: list[str], resume: bool) -> Path:
         return exp_dir
     if resume:
         _check_resumable(exp_dir, classes)
-        for folder in (exp_dir, exp_dir / "checkpoints"):  # what the interrupted run was writing
+        for folder in (exp_dir, exp_dir / CHECKPOINTS):  # what the interrupted run was writing
             io.remove_stale_temporaries(folder)
         return exp_dir
     if exp_dir.is_dir() and any(exp_dir.iterdir()):
@@ -46,13 +47,13 @@ def open_folder(config: Config, classes: list[str], resume: bool) -> Path:
             f"cannot create the experiment folder {exp_dir}: {io.os_error_cause(e)}; set output_dir to a "
             f"folder you can write (--set output_dir=...)"
         ) from None
-    io.write_text(exp_dir / "config.py", config_copy_text(config))
+    io.write_text(exp_dir / CONFIG_COPY, config_copy_text(config))
     io.write_json(exp_dir / "classes.json", classes)
     return exp_dir
 
 
 def _check_resumable(exp_dir: Path, classes: list[str]) -> None:
-    if not (exp_dir / "metrics.csv").is_file():
+    if not (exp_dir / METRICS).is_file():
         raise CheckpointError(
             f"nothing to resume in {exp_dir}: it has no metrics.csv (no epoch finished); train without --resume"
         )
@@ -69,7 +70,7 @@ def _check_resumable(exp_dir: Path, classes: list[str]) -> None:
 
 def finished_stages(folder: Path) -> list[str]:
     """The stages `checkpoints/stages.json` records as run to their end."""
-    path = folder / "stages.json"
+    path = folder / STAGES
     if not path.is_file():
         return []
     try:
@@ -89,7 +90,7 @@ def mark_finished(folder: Path, stage: str) -> None:
     if not is_rank_zero():
         return
     finished = [s for s in finished_stages(folder) if s != stage] + [stage]
-    io.write_json(folder / "stages.json", {"finished": finished})
+    io.write_json(folder / STAGES, {"finished": finished})
 
 
 # ----------------------------------------------------------------------------------- where it stands
@@ -107,7 +108,7 @@ class ResumePoint:
 def resume_point(config: Config) -> ResumePoint:
     """How far each stage got, by its last checkpoint (saved after every epoch's row of metrics.csv,
     so a row without a checkpoint belongs to an epoch that will run again and is dropped)."""
-    folder = config.experiment_dir / "checkpoints"
+    folder = config.experiment_dir / CHECKPOINTS
     stages = config.resolved_stages()
     finished = set(finished_stages(folder))
     done = {}
@@ -118,7 +119,7 @@ def resume_point(config: Config) -> ResumePoint:
     for i, stage in enumerate(stages):  # a stage before one that trained has finished, early or not
         if any(done[later.name] > 0 for later in stages[i + 1 :]):
             complete.add(stage.name)
-    rows = read_metrics(config.experiment_dir / "metrics.csv")
+    rows = read_metrics(config.experiment_dir / METRICS)
     rows = [row for row in rows if row["epoch"] <= done.get(row["stage"], 0)]
     return ResumePoint(rows, done, complete)
 
@@ -127,7 +128,7 @@ def resume_stage(config: Config, model: nn.Module, point: ResumePoint) -> tuple[
     """Index of the first unfinished stage and the checkpoint it continues from (None: it starts afresh
     from the weights the previous stage ended with, loaded into `model` here)."""
     stages = config.resolved_stages()
-    folder = config.experiment_dir / "checkpoints"
+    folder = config.experiment_dir / CHECKPOINTS
     for i, stage in enumerate(stages):
         done = point.done.get(stage.name, 0)
         if done >= stage.epochs or stage.name in point.complete:
@@ -145,7 +146,7 @@ def resume_stage(config: Config, model: nn.Module, point: ResumePoint) -> tuple[
             model.load_state_dict(load_weights(previous))
             log.info("resuming at the start of stage %s with the weights of %s", stage.name, previous)
         return i, None
-    if (config.experiment_dir / "report.md").is_file():
+    if (config.experiment_dir / REPORT).is_file():
         raise ConfigError(
             f"every stage of {config.experiment_name} has finished and its report is written "
             f"({config.experiment_dir / 'report.md'}): nothing to resume"

@@ -31,6 +31,7 @@ from mlic.evaluate.evaluation import (
 )
 from mlic.evaluate.report import write_lr_report, write_report
 from mlic.experiment.checkpoints import thresholds_file
+from mlic.experiment.files import CHECKPOINTS, MODEL_BEST, MODEL_LAST
 from mlic.experiment.results import write_results
 from mlic.models.weights import read_state_dict
 from mlic.tasks import get_task
@@ -68,7 +69,7 @@ def make_trainer(
     # with swa.last_k the SWA stage keeps its last k epochs ("epoch" is a metric ModelCheckpoint knows)
     keep_last = swa_stage and config.swa.selection == "last"
     checkpoint = ModelCheckpoint(
-        dirpath=exp_dir / "checkpoints",
+        dirpath=exp_dir / CHECKPOINTS,
         filename=f"{stage.name}-epoch{{epoch:02d}}",
         monitor="epoch" if keep_last else config.monitor,
         mode="max" if keep_last else config.resolved_monitor_mode(),
@@ -125,7 +126,7 @@ def _fit(
     if trainer.interrupted:
         log.warning("training interrupted in stage %s; what was written is kept", stage.name)
         return False
-    mark_finished(run_.exp_dir / "checkpoints", stage.name)
+    mark_finished(run_.exp_dir / CHECKPOINTS, stage.name)
     return True
 
 
@@ -150,10 +151,10 @@ def _final(
 ) -> TrainingRun:
     """Evaluate the best model on valid and test, tune thresholds, write the report."""
     exp_dir = run_.exp_dir
-    best_path = exp_dir / "model.best.pth"
+    best_path = exp_dir / MODEL_BEST
     if not best_path.exists():  # no epoch had a finite monitored value
         log.warning("%s was never finite; reporting the last weights instead of the best", config.monitor)
-        best_path = exp_dir / "model.last.pth"
+        best_path = exp_dir / MODEL_LAST
     module = run_.module
     state, meta = read_state_dict(best_path, "model file")
     module.model.load_state_dict(state)

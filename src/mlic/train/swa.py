@@ -22,6 +22,7 @@ from mlic.engine.runtime import training_device
 from mlic.evaluate.evaluation import Results, TrainedModel, eval_module, evaluate, open_experiment
 from mlic.evaluate.report import write_swa_report
 from mlic.experiment.checkpoints import CheckpointInfo, model_file, moved_note, read_info
+from mlic.experiment.files import CHECKPOINTS, MODEL_BEST, MODEL_EMA, MODEL_SWA
 from mlic.experiment.results import write_results
 from mlic.models.build import create_model, frozen_norm_modules, frozen_parameter_names
 from mlic.models.weights import load_weights, read_state_dict, state_differences
@@ -209,7 +210,7 @@ def _choose(
         raise ConfigError(f"--stage {stage}: the config has no such stage (stages: {', '.join(names)})")
     if checkpoints:
         return _named_checkpoints(checkpoints), "named on the command line"
-    folder = config.experiment_dir / "checkpoints"
+    folder = config.experiment_dir / CHECKPOINTS
     infos: list[CheckpointInfo] = select_checkpoints(
         folder, stage, selection, k, config.monitor, config.resolved_monitor_mode()
     )
@@ -263,7 +264,7 @@ class SWARun:
 def _open_best(config: Config) -> TrainedModel:
     """The experiment's `model.best.pth` with the config's label tables (same classes, same model)."""
     exp_dir = config.experiment_dir
-    best_path = exp_dir / "model.best.pth"
+    best_path = exp_dir / MODEL_BEST
     if not best_path.is_file():
         raise CheckpointError(
             f"{best_path} does not exist: train the experiment first (`python train.py CONFIG`); "
@@ -308,7 +309,7 @@ def run_swa(
     swa_results = evaluate(module, config, loaders, ["valid", "test"])
     metrics: dict[str, Any] = {"stage": stage, "epoch": "swa", "swa_of": ", ".join(p.name for p in paths)}
     metrics.update({f"{s}/{name}": v for s, values in swa_results.items() for name, v in values.items()})
-    out = exp_dir / "model.swa.pth"
+    out = exp_dir / MODEL_SWA
     record = model_file(module.model, config, best.classes, best.prep, metrics)
     # an earlier average is kept: moved aside once the new file is complete, never overwritten
     aside = io.replace_keeping(out, lambda p: torch.save(record, p))
@@ -316,7 +317,7 @@ def run_swa(
         log.warning("the earlier model.swa.pth was moved to %s", aside.name)
 
     results: Results = {}
-    others = {"best": exp_dir / "model.best.pth", "ema": exp_dir / "model.ema.pth"}
+    others = {"best": exp_dir / MODEL_BEST, "ema": exp_dir / MODEL_EMA}
     for name, path in others.items():
         if path.is_file():
             module.model.load_state_dict(load_weights(path))
