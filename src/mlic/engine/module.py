@@ -16,6 +16,7 @@ from torch.utils.data import DistributedSampler
 
 from mlic.config.schema import Config, Mixing, Stage
 from mlic.data.mixing import mix_batch, mixed_loss
+from mlic.engine.evaluator import Gather, SplitEvaluator
 from mlic.engine.optim import build_optimizer, build_scheduler
 from mlic.experiment.checkpoints import CHECKPOINT_KEY, checkpoint_info
 from mlic.models.build import frozen_norm_modules, frozen_parameter_names, set_frozen
@@ -61,11 +62,8 @@ class ClassifierModule(L.LightningModule):
         self.freeze_bn = freeze_bn
         self.stage: Stage | None = None
         self._frozen_norms: list[nn.Module] = []
-        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
-        self._train_loss = [0.0, 0]
-        self.epoch_summary: dict[str, float] = {}
-        # (probabilities, targets) of the last evaluation of each split, for thresholds and per-class tables
-        self.last_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # each split's evaluation (`mlic.engine.evaluator`): its `result` is the split's last evaluation
+        self.evaluators = {split: SplitEvaluator(self.task, loss, threshold) for split in ("valid", "test")}
         # the loss of predicting each class's train frequency (set by the runner), logged beside the first batch's
         self.prior_loss: float | None = None
 
@@ -133,25 +131,17 @@ class ClassifierModule(L.LightningModule):
                 float(loss.detach()),  # one wait per stage, not per step
                 prior,
             )
+        # the epoch's mean, weighted by batch size: in the logged metrics (metrics.csv reads it from there)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
-        # kept as a tensor: converting every step would make a GPU wait for each batch
-        self._train_loss[0] = self._train_loss[0] + loss.detach() * len(x)
-        self._train_loss[1] += len(x)
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self._train_loss = [0.0, 0]
         stage = zlib.crc32((self.stage.name if self.stage else "").encode())
         self._mix_rng = np.random.default_rng([self.seed, self.global_rank, stage, self.current_epoch])
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         x, y = batch
-        logits = self(x).float()
-        loss = self.loss_fn(logits, y)
-        # what the task keeps of the batch (logits and targets; a segmentation task's per-image pixel
-        # counts), on the device until the epoch ends, so the loop never waits on a copy to the CPU
-        rows, targets = self.task.eval_rows(logits.detach(), y.detach(), self.threshold)
-        self._outputs.setdefault(split, []).append((rows, targets, loss.detach() * len(x)))
+        self.evaluators[split].update(self(x).float(), y)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "valid")
@@ -180,31 +170,18 @@ class ClassifierModule(L.LightningModule):
         return in_order(logits), in_order(targets)
 
     def _eval_epoch_end(self, split: str) -> None:
-        outputs = self._outputs.pop(split, [])
-        if not outputs:
-            return
-        logits = torch.cat([o[0] for o in outputs])
-        targets = torch.cat([o[1] for o in outputs])
-        loss_sum = torch.stack([o[2] for o in outputs]).sum()
-        count = torch.tensor(float(len(targets)), device=loss_sum.device)
-        if self.trainer.world_size > 1:  # every sample scored once, whatever the number of processes
-            logits, targets = self._gather_every_sample_once(logits, targets, split)
-            if self.task.recomputes_loss:
-                with torch.no_grad():
-                    loss = float(self.loss_fn(logits, targets))
-            else:  # the batches' losses of every process (a padded repeat counts again)
-                loss = float(self.all_gather(loss_sum).sum()) / float(self.all_gather(count).sum())
-        else:
-            loss = float(loss_sum) / len(targets)
-        probs, targets = self.task.split_outputs(logits, targets)
-        self.last_outputs[split] = (probs, targets)
-        metrics = {"loss": loss}
-        metrics.update(self.task.metrics(probs, targets, self.threshold))
-        values = {f"{split}/{k}": v for k, v in metrics.items()}
-        self.log_dict(values, prog_bar=split == "valid")
-        self.epoch_summary.update(values)
-        if self._train_loss[1]:
-            self.epoch_summary["train/loss"] = float(self._train_loss[0]) / self._train_loss[1]
+        gather = Gather(
+            lambda r, t: self._gather_every_sample_once(r, t, split), lambda v: self.all_gather(v).sum()
+        )
+        result = self.evaluators[split].compute(gather if self.trainer.world_size > 1 else None)
+        if result is not None:  # Lightning's logged metrics: the progress bar, metrics.csv, the loggers
+            self.log_dict({f"{split}/{k}": v for k, v in result.metrics.items()}, prog_bar=split == "valid")
+
+    def on_validation_epoch_start(self) -> None:
+        self.evaluators["valid"].reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.evaluators["test"].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("valid")

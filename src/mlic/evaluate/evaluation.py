@@ -87,25 +87,35 @@ def eval_module(model: nn.Module, config: Config) -> ClassifierModule:
     return ClassifierModule.from_config(model, config)
 
 
-def evaluate(module: ClassifierModule, config: Config, loaders: dict[str, Any], splits: list[str]) -> Results:
-    """Metrics of the module's current weights on each of `splits` (the loaders it has); the
-    probabilities and targets stay in `module.last_outputs`."""
+@dataclass
+class Evaluated:
+    """What `evaluate` measured: each split's metrics, and the probabilities and targets they came from
+    (for thresholds and the per-class tables)."""
+
+    results: Results
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def evaluate(
+    module: ClassifierModule, config: Config, loaders: dict[str, Any], splits: list[str]
+) -> Evaluated:
+    """Metrics of the module's current weights on each of `splits` (the loaders it has), from each
+    split's evaluator (`module.evaluators`, `mlic.engine.evaluator`)."""
     trainer = eval_trainer(config)
-    results: Results = {}
+    out = Evaluated({}, {})
     for split in splits:
         if split not in loaders:
             continue
-        module.epoch_summary.clear()
         with expected_warnings_silenced():
             if split == "test":
                 trainer.test(module, loaders[split], verbose=False)
             else:
                 trainer.validate(module, loaders[split], verbose=False)
-        results[split] = {
-            k.split("/", 1)[1]: v for k, v in module.epoch_summary.items() if k.startswith(split)
-        }
-    module.epoch_summary.clear()
-    return results
+        result = module.evaluators[split].result
+        if result is not None:
+            out.results[split] = dict(result.metrics)
+            out.outputs[split] = (result.probs, result.targets)
+    return out
 
 
 # ----------------------------------------------------------------------------------------- thresholds
@@ -210,7 +220,8 @@ def evaluate_split(config: Config, split: str, weights: str | Path | None = None
         raise ConfigError(f"the config has no {split} split (data.{split} is None)")
     loaders = {split: make_loader(tables[split], mf.prep.transform(), config.data, train=False)}
     module = eval_module(mf.model, config)
-    results = evaluate(module, config, loaders, [split])
+    evaluated = evaluate(module, config, loaders, [split])
+    results = evaluated.results
     if trained.thresholds_path is not None:
-        add_tuned(results, module.last_outputs, trained.thresholds()[0])
+        add_tuned(results, evaluated.outputs, trained.thresholds()[0])
     return Evaluation(trained.path, split, len(tables[split]), results, trained.thresholds_path)

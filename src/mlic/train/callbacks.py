@@ -96,6 +96,7 @@ class ExperimentRecorder(Callback):
         self.best_row: dict[str, Any] | None = None
         self.stage: Stage | None = None
         self._epoch_start = time.time()
+        self._valid: dict[str, float] = {}  # the epoch's validation metrics, as logged
 
     def model_file(self, model: torch.nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         return model_file(model, self.config, self.classes, self.prep, metrics)
@@ -109,10 +110,18 @@ class ExperimentRecorder(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._epoch_start = time.time()
+        self._valid = {}
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._valid = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("valid/")}
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:
-        summary = dict(module.epoch_summary)
-        module.epoch_summary.clear()
+        # the epoch's values from Lightning's logged metrics: valid's as its validation ended (none when
+        # it did not run this epoch), the train loss's mean and the augmentation schedule's p
+        logged = trainer.callback_metrics
+        summary = {k: float(logged[k]) for k in ("train/loss", "aug_p") if k in logged}
+        summary.update(self._valid)
         row: dict[str, Any] = {
             "stage": self.stage.name if self.stage else "",
             "epoch": trainer.current_epoch + 1,
@@ -282,7 +291,7 @@ class AugmentationSchedule(Callback):
             return
         p = self.p_at(trainer.current_epoch, int(trainer.max_epochs or 1))
         transform.set_p(p)
-        module.epoch_summary["aug_p"] = p
+        module.log("aug_p", p, on_step=False, on_epoch=True)
 
     def on_train_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:
         self._transform(trainer).set_p(None)  # what comes after (the next stage, swa.py) starts unscheduled

@@ -158,8 +158,8 @@ def _final(
     module = run_.module
     state, meta = read_state_dict(best_path, "model file")
     module.model.load_state_dict(state)
-    results = evaluate(module, config, loaders, ["valid", "test"])
-    outputs = {s: module.last_outputs[s] for s in results if s in module.last_outputs}
+    evaluated = evaluate(module, config, loaders, ["valid", "test"])
+    results, outputs = evaluated.results, evaluated.outputs
     if not is_rank_zero():  # every process evaluated its share; the first writes
         return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), None, range_tests)
     thresholds = apply_thresholds(exp_dir, config, run_.classes, outputs, results)

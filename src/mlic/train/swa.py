@@ -306,7 +306,7 @@ def run_swa(
     bn_text = _batchnorm(config, model, stage, bool(checkpoints), tables["train"], loaders["train"], update)
     log.info(bn_text)
     module = eval_module(model.cpu(), config)
-    swa_results = evaluate(module, config, loaders, ["valid", "test"])
+    swa_results = evaluate(module, config, loaders, ["valid", "test"]).results
     metrics: dict[str, Any] = {"stage": stage, "epoch": "swa", "swa_of": ", ".join(p.name for p in paths)}
     metrics.update({f"{s}/{name}": v for s, values in swa_results.items() for name, v in values.items()})
     out = exp_dir / MODEL_SWA
@@ -322,7 +322,10 @@ def run_swa(
         if path.is_file():
             module.model.load_state_dict(load_weights(path))
             results.update(
-                {f"{name}/{s}": v for s, v in evaluate(module, config, loaders, ["valid", "test"]).items()}
+                {
+                    f"{name}/{s}": v
+                    for s, v in evaluate(module, config, loaders, ["valid", "test"]).results.items()
+                }
             )
         if name == "best":
             results.update({f"swa/{s}": v for s, v in swa_results.items()})
