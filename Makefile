@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 DEMO_DATA := data/demo
 
-.PHONY: install demo notebook test lint clean
+.PHONY: install demo notebook browser test lint clean
 
 install: $(STAMP)
 
@@ -30,7 +30,16 @@ notebook: install
 
 # two workers, each taking whole test files (module fixtures are built once, and the multi-process tests
 # of tests/train/test_distributed.py run one at a time); PYTEST_ARGS adds options, e.g. -n 0 for one process
-test: install
+# headless Chromium and its driver for the report.html browser tests (Debian's packages, once); where
+# apt-get is missing or fails, say so and go on: those tests are then skipped with the same reason
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; }; then \
+		echo "make browser: installed chromium and chromium-driver"; \
+	else echo "make browser: could not install chromium (no apt-get, or not root); the browser tests will be skipped"; fi
+
+test: install browser
 	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: install

@@ -30,7 +30,7 @@ LAYERS = [
 ]
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}
 # the command modules on top (`python -m mlic.compare`, `python -m mlic.split`) and the package itself
-TOP = {"mlic", "mlic.compare", "mlic.split"}
+TOP = {"mlic", "mlic.compare", "mlic.report", "mlic.split"}
 # imported inside a function on purpose: extras a user may not have installed
 OPTIONAL = {"onnx", "onnxruntime", "onnxscript", "optuna"}
 MAX_MODULE_LINES = 400

@@ -82,7 +82,6 @@ MOVED = {
     "optim": "engine.optim",
     "predict": "deploy.predict",
     "progress": "utils.progress",
-    "report": "evaluate.report",
     "resume": "train.resume",
     "runtime": "engine.runtime",
     "stages": "train.stages",

@@ -8,6 +8,7 @@ CHECKPOINTS = "checkpoints"  # Lightning checkpoints, a folder per stage
 CONFIG_COPY = "config.py"  # the config that ran, with its --set overrides
 METRICS = "metrics.csv"  # one row per epoch and stage
 REPORT = "report.md"
+REPORT_HTML = "report.html"  # the same run as one self-contained page, with the error browser
 RESULTS = "results.json"  # the metrics of the best, SWA and EMA models, for tools
 THRESHOLDS = "thresholds.json"  # per-class thresholds tuned on valid
 STAGES = "stages.json"  # which stages finished, for --resume

@@ -30,6 +30,7 @@ from mlic.evaluate.evaluation import (
     per_class_rows,
 )
 from mlic.evaluate.report import write_lr_report, write_report
+from mlic.evaluate.report_page import write_page
 from mlic.experiment.checkpoints import thresholds_file
 from mlic.experiment.files import CHECKPOINTS, MODEL_BEST, MODEL_LAST
 from mlic.experiment.results import write_results
@@ -178,6 +179,7 @@ def _final(
         run_.environment,
     )
     write_results(exp_dir, config.task, {"best": results})
+    write_page(exp_dir, config, run_.tables, run_.classes, outputs, thresholds, run_.notes, run_.environment)
     tuned = thresholds_file(exp_dir) if thresholds is not None else None
     return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), tuned, range_tests)
 
