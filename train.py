@@ -8,8 +8,10 @@ import sys
 from mlic.config.loading import load_config
 from mlic.config.schema import Config
 from mlic.engine.lr_curve import describe
+from mlic.engine.runtime import world_size
 from mlic.evaluate.evaluation import Evaluation, evaluate_split
 from mlic.evaluate.report import format_table
+from mlic.evaluate.report_page import refresh
 from mlic.train.range_tests import RangeTestRun, run_lr_find
 from mlic.train.stages import TrainingRun, run
 from mlic.utils.cli import add_overrides, run_cli
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             outcome = evaluate_split(config, "test" if args.test else "valid", args.weights)
             if is_rank_zero():  # with several processes, each evaluated its share; the first prints
                 print_evaluation(config, outcome)
+            if args.weights is None and world_size(config) == 1:  # the best model's page, evaluated again
+                refresh(config.experiment_dir, config)
             return 0
         if args.lr_find or config.lr_finder is not None:  # a range-test config, or --lr-find: no training
             if args.resume:

@@ -83,7 +83,7 @@ def _fit(model, x_tr: list, y_tr: np.ndarray, img_size, epochs: int, rng, normal
         sched.step()
         if (step + 1) % (steps // epochs or 1) == 0:  # a line per epoch: the longest part of the build
             log.info(
-                "pretraining: epoch %d of %d, loss %.3f", (step + 1) * epochs // steps, epochs, float(loss)
+                "pretraining: epoch %d of %d, loss %.3f", (step + 1) * epochs // steps, epochs, loss.item()
             )
 
 

@@ -21,6 +21,7 @@ from mlic.data.tables import LabelTable
 from mlic.engine.runtime import training_device
 from mlic.evaluate.evaluation import Results, TrainedModel, eval_module, evaluate, open_experiment
 from mlic.evaluate.report import write_swa_report
+from mlic.evaluate.report_page import write_page
 from mlic.experiment.checkpoints import CheckpointInfo, model_file, moved_note, read_info
 from mlic.experiment.files import CHECKPOINTS, MODEL_BEST, MODEL_EMA, MODEL_SWA
 from mlic.experiment.results import write_results
@@ -316,23 +317,31 @@ def run_swa(
     if aside is not None:
         log.warning("the earlier model.swa.pth was moved to %s", aside.name)
 
+    results, models, best_outputs = _compared(config, exp_dir, module, loaders, swa_results)
+    write_swa_report(exp_dir, config.experiment_name, how, paths, bn_text, best.metrics, results)
+    write_results(exp_dir, config.task, models)
+    thresholds = trained.thresholds()[0] if trained.thresholds_path is not None else None
+    write_page(exp_dir, config, tables, best.classes, best_outputs, thresholds)  # its metrics table gains SWA
+    return SWARun(out, paths, how, bn_text, results, aside)
+
+
+def _compared(
+    config: Config, exp_dir: Path, module: Any, loaders: dict[str, Any], swa_results: Results
+) -> tuple[Results, dict[str, Results], dict[str, Any]]:
+    """The best and EMA models evaluated beside the average: results keyed "best/valid", "swa/test", ...;
+    the same as model -> split -> metrics (results.json); and the best model's outputs (report.html)."""
     results: Results = {}
-    others = {"best": exp_dir / MODEL_BEST, "ema": exp_dir / MODEL_EMA}
-    for name, path in others.items():
+    best_outputs: dict[str, Any] = {}
+    for name, path in {"best": exp_dir / MODEL_BEST, "ema": exp_dir / MODEL_EMA}.items():
         if path.is_file():
             module.model.load_state_dict(load_weights(path))
-            results.update(
-                {
-                    f"{name}/{s}": v
-                    for s, v in evaluate(module, config, loaders, ["valid", "test"]).results.items()
-                }
-            )
+            evaluated = evaluate(module, config, loaders, ["valid", "test"])
+            results.update({f"{name}/{s}": v for s, v in evaluated.results.items()})
+            best_outputs = evaluated.outputs if name == "best" else best_outputs
         if name == "best":
             results.update({f"swa/{s}": v for s, v in swa_results.items()})
-    write_swa_report(exp_dir, config.experiment_name, how, paths, bn_text, best.metrics, results)
     models: dict[str, Results] = {}
     for key, values in results.items():  # "swa/valid" -> models["swa"]["valid"]
         name, split = key.split("/", 1)
         models.setdefault(name, {})[split] = values
-    write_results(exp_dir, config.task, models)
-    return SWARun(out, paths, how, bn_text, results, aside)
+    return results, models, best_outputs
