@@ -197,3 +197,19 @@ def test_python_m_mlic_report_rewrites_the_page_of_a_finished_experiment(reports
     again = (exp_dir / "report.html").read_text()
     # the same best model evaluated again: the same errors, the same thumbnails
     assert again.count("<figure") == before.count("<figure") > 0
+
+
+@needs_browser
+def test_compare_html_links_each_experiment_to_its_report(reports, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from mlic.evaluate.compare import main
+
+    assert main([*(str(p) for p in reports.values()), "--out", str(tmp_path), "--html"]) == 0
+    browser.get((tmp_path / "compare.html").as_uri())
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    links = browser.find_elements(By.CSS_SELECTOR, "#compare tbody td:first-child a")
+    assert sorted(a.text for a in links) == sorted(p.name for p in reports.values())
+    target = links[0].text
+    links[0].click()
+    assert browser.title.startswith(f"{target}:")  # its own report.html opened

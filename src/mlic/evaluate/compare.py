@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlic.evaluate.compare_html import write_compare_html
 from mlic.evaluate.report import rows_table
 from mlic.experiment.files import CONFIG_COPY, METRICS, MODEL_BEST, REPORT
 from mlic.experiment.results import MODELS, read_results
@@ -191,6 +192,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="column to sort by, descending (default valid/map; valid/accuracy for single-label and "
         "valid/iou for segmentation experiments)",
     )
+    parser.add_argument(
+        "--html", action="store_true", help="also write compare.html: each row linking to its report.html"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -206,6 +210,11 @@ def _run(args: argparse.Namespace) -> int:
     io.write_with(out / "compare.csv", lambda p: df.to_csv(p, index=False))
     print(text)
     print(f"\nwrote {out / 'compare.md'} and {out / 'compare.csv'}")
+    if args.html:
+        sort = args.sort or next(
+            c for c in ("valid/map", "valid/accuracy", "valid/iou", "experiment") if c in df
+        )
+        print(f"wrote {write_compare_html(df, args.experiments, out, sort)}")
     return 0
 
 

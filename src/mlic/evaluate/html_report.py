@@ -58,7 +58,7 @@ def thumbnail(path: str | Path, mask: np.ndarray | None = None) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _svg(fig: Figure) -> str:
+def svg_of(fig: Figure) -> str:
     buffer = bytes_io.StringIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight")
     text = buffer.getvalue()
@@ -91,7 +91,7 @@ def curves_svg(rows: pd.DataFrame, monitor: str) -> str | None:
             ax.annotate(stage, (start - 0.4, 1), xycoords=("data", "axes fraction"), fontsize=7, va="top")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _svg(fig)
+    return svg_of(fig)
 
 
 def _stage_starts(rows: pd.DataFrame) -> list[tuple[int, str]]:
@@ -119,7 +119,9 @@ def range_test_svgs(exp_dir: Path) -> list[dict[str, str]]:
         ax.set_xlabel("learning rate", fontsize=8)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        out.append({"name": path.stem.removeprefix("lr_finder").lstrip("_") or "the stage", "svg": _svg(fig)})
+        out.append(
+            {"name": path.stem.removeprefix("lr_finder").lstrip("_") or "the stage", "svg": svg_of(fig)}
+        )
     return out
 
 
