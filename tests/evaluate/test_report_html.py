@@ -213,3 +213,17 @@ def test_compare_html_links_each_experiment_to_its_report(reports, browser, tmp_
     target = links[0].text
     links[0].click()
     assert browser.title.startswith(f"{target}:")  # its own report.html opened
+
+
+@needs_browser
+def test_the_segmentation_page_shows_each_worst_image_with_its_true_and_predicted_masks(reports, browser):
+    from selenium.webdriver.common.by import By
+
+    page = _open(browser, reports["segmentation"])
+    true = page.find_elements(By.CSS_SELECTOR, 'img[alt$="(true mask)"]')
+    predicted = page.find_elements(By.CSS_SELECTOR, 'img[alt$="(predicted mask)"]')
+    assert len(true) == len(predicted) == 4  # the test split's 4 images, lowest IoU first
+    assert [t.get_attribute("alt").split(" ")[0] for t in true] == [
+        p.get_attribute("alt").split(" ")[0] for p in predicted
+    ]
+    assert all(page.execute_script("return arguments[0].naturalWidth", img) > 0 for img in true + predicted)

@@ -87,18 +87,25 @@ def confusion_cells(
 
 
 def worst_segmentations(
-    table: LabelTable, classes: list[str], counts: np.ndarray, per_list: int, thumb: Thumb
+    table: LabelTable,
+    classes: list[str],
+    counts: np.ndarray,
+    per_list: int,
+    thumb: Thumb,
+    predict: Callable[[str], np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
-    """The images with the lowest mean IoU over their classes, their true masks' foreground tinted."""
+    """The images with the lowest mean IoU over their classes, their true masks' foreground tinted, and
+    with `predict` (path -> the predicted foreground at the image's size) their predicted masks'."""
     scores = np.array([nanmean(iou_dice(counts[i : i + 1])[0]) for i in range(len(counts))])
     order = np.argsort(np.nan_to_num(scores, nan=2.0), kind="stable")[:per_list]
     out = []
     for i in order:
         mask = table.masks[i] if table.masks is not None else None
         foreground = None if mask is None else (mask.any(-1) if mask.ndim == 3 else mask > 0)
-        out.append(
-            {"id": str(table.ids[i]), "src": thumb(table.paths[i], foreground), "iou": float(scores[i])}
-        )
+        item = {"id": str(table.ids[i]), "src": thumb(table.paths[i], foreground), "iou": float(scores[i])}
+        if predict is not None:
+            item["predicted"] = thumb(table.paths[i], predict(str(table.paths[i])))
+        out.append(item)
     return out
 
 
@@ -110,15 +117,17 @@ def page_errors(
     thresholds: np.ndarray,
     thumb: Thumb,
     per_list: int,
+    predict: Callable[[str], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The error browser's content for test (else valid): `split` and the task's lists."""
+    """The error browser's content for test (else valid): `split` and the task's lists (`predict`: a
+    segmentation model's predicted foreground of an image, for the lowest-IoU images)."""
     split = next((s for s in ("test", "valid") if s in outputs and s in tables), None)
     if split is None:
         return {"split": None}
     probs, targets = outputs[split]
     table = tables[split]
     if task in ("segmentation", "multilabel_segmentation"):
-        return {"split": split, "worst": worst_segmentations(table, classes, probs, per_list, thumb)}
+        return {"split": split, "worst": worst_segmentations(table, classes, probs, per_list, thumb, predict)}
     out: dict[str, Any] = {"split": split}
     if task == "single_label":
         called = probs.argmax(1)[:, None] == np.arange(len(classes))[None, :]

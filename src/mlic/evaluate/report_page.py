@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from mlic.config.loading import load_config
 from mlic.config.schema import Config
+from mlic.data.images import Preprocessing, read_rgb, resize_nearest
 from mlic.data.loaders import make_loader
 from mlic.data.tables import LabelTable
 from mlic.evaluate.errors import page_errors
 from mlic.evaluate.evaluation import eval_module, evaluate, open_experiment, per_class_rows
 from mlic.evaluate.html_report import PER_LIST, thumbnail, write_html_report
 from mlic.experiment.files import CONFIG_COPY
+from mlic.tasks import Task, get_task
 from mlic.utils.cli import run_cli
 from mlic.utils.errors import ConfigError
 
@@ -32,12 +36,32 @@ def write_page(
     thresholds: np.ndarray | None,
     notes: Sequence[str] = (),
     environment: dict[str, str] | None = None,
+    model: tuple[nn.Module, Preprocessing] | None = None,
 ) -> Path:
-    """report.html for the evaluated `outputs` (split -> probabilities, targets) of the run's best model."""
+    """report.html for the evaluated `outputs` (split -> probabilities, targets) of the run's best model
+    (`model`: it and its preprocessing, to draw a segmentation model's predicted masks)."""
     per_class = thresholds if thresholds is not None else np.full(len(classes), config.threshold)
     rows = per_class_rows(config, classes, tables, outputs, thresholds)
-    errors = page_errors(config.task, tables, classes, outputs, per_class, thumbnail, PER_LIST)
+    task = get_task(config.task)
+    predict = mask_predictor(*model, task) if model is not None and task.pixelwise else None
+    errors = page_errors(config.task, tables, classes, outputs, per_class, thumbnail, PER_LIST, predict)
     return write_html_report(exp_dir, config.task, classes, rows, errors, config.monitor, notes, environment)
+
+
+def mask_predictor(model: nn.Module, prep: Preprocessing, task: Task) -> Callable[[str], np.ndarray]:
+    """path -> the model's predicted foreground (any class but the first; any class for a mask per class)
+    at the image's size."""
+    transform = prep.transform()
+
+    def foreground(path: str) -> np.ndarray:
+        image = read_rgb(path)
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            probs = task.activate(model.eval()(transform(image)[None].to(device)))[0].float().cpu().numpy()
+        mask = (probs >= 0.5).any(0) if getattr(task, "multilabel", False) else probs.argmax(0) > 0
+        return resize_nearest(mask.astype(np.uint8), image.shape[:2]) > 0
+
+    return foreground
 
 
 def refresh(exp_dir: Path, config: Config | None = None) -> Path:
@@ -53,7 +77,9 @@ def refresh(exp_dir: Path, config: Config | None = None) -> Path:
     loaders = {split: make_loader(trained.tables[split], mf.prep.transform(), config.data, train=False)}
     outputs = evaluate(eval_module(mf.model, config), config, loaders, [split]).outputs
     thresholds = trained.thresholds()[0] if trained.thresholds_path is not None else None
-    return write_page(exp_dir, config, trained.tables, mf.classes, outputs, thresholds)
+    return write_page(
+        exp_dir, config, trained.tables, mf.classes, outputs, thresholds, model=(mf.model, mf.prep)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

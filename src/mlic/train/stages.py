@@ -179,7 +179,18 @@ def _final(
         run_.environment,
     )
     write_results(exp_dir, config.task, {"best": results})
-    write_page(exp_dir, config, run_.tables, run_.classes, outputs, thresholds, run_.notes, run_.environment)
+    best_model = (module.model, run_.prep)
+    write_page(
+        exp_dir,
+        config,
+        run_.tables,
+        run_.classes,
+        outputs,
+        thresholds,
+        run_.notes,
+        run_.environment,
+        best_model,
+    )
     tuned = thresholds_file(exp_dir) if thresholds is not None else None
     return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), tuned, range_tests)
 

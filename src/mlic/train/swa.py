@@ -321,7 +321,11 @@ def run_swa(
     write_swa_report(exp_dir, config.experiment_name, how, paths, bn_text, best.metrics, results)
     write_results(exp_dir, config.task, models)
     thresholds = trained.thresholds()[0] if trained.thresholds_path is not None else None
-    write_page(exp_dir, config, tables, best.classes, best_outputs, thresholds)  # its metrics table gains SWA
+    module.model.load_state_dict(load_weights(exp_dir / MODEL_BEST))  # the page is the best model's
+    # the page's metrics table gains the SWA (and EMA) rows
+    write_page(
+        exp_dir, config, tables, best.classes, best_outputs, thresholds, model=(module.model, best.prep)
+    )
     return SWARun(out, paths, how, bn_text, results, aside)
 
 
