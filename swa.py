@@ -41,6 +41,8 @@ def print_swa(name: str, outcome: SWARun) -> None:
     )
     print(outcome.bn_text)
     print(format_table(outcome.results))
+    if outcome.verdict:
+        print(f"\n{outcome.verdict[0].upper()}{outcome.verdict[1:]}.")
     print(f"\nwrote {outcome.path}")
 
 

@@ -63,6 +63,12 @@ def test_swa_cli_writes_a_model_file_that_checkpoint_loading_accepts(trained):
     assert swa.keys() == best.keys() and swa["classes"] == CLASSES and swa["model_name"] == "test_resnet"
     assert {"valid/map", "test/map"} <= swa["metrics"].keys()
 
+    # it says which model to keep, from valid's monitor, and the numbers it says are the table's
+    swa_map, best_map = swa["metrics"]["valid/map"], best["metrics"]["valid/map"]
+    verb = "beats" if swa_map > best_map else "does not beat"
+    assert f"On valid the average {verb} model.best.pth by valid/map: {swa_map:.4f} against " in result.stdout
+    assert ("--weights model.swa.pth" if swa_map > best_map else "keep model.best.pth") in result.stdout
+
     # weights (not BatchNorm statistics, which are re-estimated) are the mean of the 3 checkpoints
     states = [load_weights(p) for p in ckpts]
     for key in ("conv1.0.weight", "fc.weight", "layer1.0.bn1.weight"):

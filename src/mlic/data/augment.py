@@ -10,8 +10,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from mlic.utils.errors import ConfigError
 from mlic.data.images import read_rgb
+from mlic.utils.errors import ConfigError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from mlic.config.schema import Data
+from mlic.data.images import Preprocessing, resize
 from mlic.data.loaders import decode_checked, unusable_images
 from mlic.data.tables import LabelTable
 from mlic.utils.errors import ConfigError
-from mlic.data.images import Preprocessing, resize
 from mlic.utils.progress import progress
 
 log = logging.getLogger("mlic")

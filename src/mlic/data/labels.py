@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlic.utils.errors import DataError
 from mlic.config.schema import Data
 from mlic.data.images import list_folder
-
+from mlic.utils.errors import DataError
 
 
 def read_csv_file(path: Path, what: str, missing_hint: str, dtype: Any = None) -> pd.DataFrame:

@@ -10,7 +10,6 @@ import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -19,12 +18,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from mlic.config.schema import Config, Data
-from mlic.utils.errors import DataError
 from mlic.data.images import ImageTransform, Preprocessing, read_rgb
-from mlic.utils.progress import progress
-from mlic.utils.ranks import process_index
 from mlic.data.masks import Masks
 from mlic.data.tables import LabelTable
+from mlic.utils.errors import DataError
+from mlic.utils.progress import progress
+from mlic.utils.ranks import process_index
 
 log = logging.getLogger("mlic")
 
@@ -108,7 +107,9 @@ class ImageDataset(Dataset):
         self.paths = np.asarray(paths)
         self.targets = torch.tensor(np.array(targets, dtype=np.float32))
         self.transform = transform
-        self.images = images  # the decoded-image cache of this split (`mlic.data.cache`), or None: read each time
+        self.images = (
+            images  # the decoded-image cache of this split (`mlic.data.cache`), or None: read each time
+        )
         self.process = 0  # which process of a multi-process job reads it (`runtime.process_index`)
 
     def __len__(self) -> int:

@@ -24,12 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlic.utils.errors import DataError
 from mlic.config.schema import Data
 from mlic.data.images import list_folder
 from mlic.data.labels import image_paths, read_label_csv
-
-
+from mlic.utils.errors import DataError
 
 MASK_SUFFIX = ".png"
 

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlic.utils.cli import run_cli
 from mlic.config.schema import Data
+from mlic.data.labels import genre_targets, onehot_targets, read_csv_file
+from mlic.data.stratify import stratified_take
+from mlic.utils.cli import run_cli
 from mlic.utils.errors import DataError, MlicError
 from mlic.utils.io import atomic_path
-from mlic.data.stratify import stratified_take
-from mlic.data.labels import genre_targets, onehot_targets, read_csv_file
 
 SPLITS = ("train", "valid", "test")
 FILE_NAMES = {split: f"{split}_df.csv" for split in SPLITS}

@@ -260,6 +260,24 @@ class SWARun:
     bn_text: str  # what was done with BatchNorm statistics
     results: Results  # "swa/valid", "best/test", "ema/valid", ... -> metric -> value
     set_aside: Path | None  # where an earlier model.swa.pth was moved
+    verdict: str = ""  # which model to keep, by the monitor on valid
+
+
+def swa_verdict(results: Results, monitor: str, mode: str) -> str:
+    """One sentence: whether the average beats model.best.pth on valid by the monitor, and which to keep
+    (chosen on valid, never on test)."""
+    metric = monitor.split("/", 1)[1]
+    swa, best = results.get("swa/valid", {}).get(metric), results.get("best/valid", {}).get(metric)
+    if swa is None or best is None:
+        return ""
+    better = swa > best if mode == "max" else swa < best
+    keep = (
+        "use it: `--weights model.swa.pth` with --test, export.py and predict.py"
+        if better
+        else "keep model.best.pth (model.swa.pth stays beside it)"
+    )
+    verb = "beats" if better else "does not beat"
+    return f"on valid the average {verb} model.best.pth by {monitor}: {swa:.4f} against {best:.4f}; {keep}"
 
 
 def _open_best(config: Config) -> TrainedModel:
@@ -326,7 +344,9 @@ def run_swa(
     write_page(
         exp_dir, config, tables, best.classes, best_outputs, thresholds, model=(module.model, best.prep)
     )
-    return SWARun(out, paths, how, bn_text, results, aside)
+    verdict = swa_verdict(results, config.monitor, config.resolved_monitor_mode())
+    log.info(verdict)
+    return SWARun(out, paths, how, bn_text, results, aside, verdict)
 
 
 def _compared(
