@@ -45,6 +45,11 @@ def test_missing_config_file_is_named():
     assert "does not exist" in message
 
 
+def test_a_mistyped_config_path_names_the_nearest_config_file():
+    message = config_error(REPO / "configs" / "tran_full.py")
+    assert message.endswith(f"does not exist (did you mean {REPO / 'configs' / 'train_full.py'}?)")
+
+
 def test_syntax_error_names_file_and_line():
     path = fixture_config("syntax_error")
     message = config_error(path)

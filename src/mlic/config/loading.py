@@ -53,6 +53,16 @@ def _explain_type_error(exc: TypeError) -> str:
     return f"{cls_name}() has no field '{arg}'{hint_text}; its fields are: {', '.join(names)}"
 
 
+def _nearest_file(path: Path) -> str:
+    """' (did you mean ...?)' naming the closest config file in the folder it names, or ''."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        return ""
+    names = sorted(p.name for p in folder.glob("*.py"))
+    hint = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f" (did you mean {folder / hint[0]}?)" if hint else ""
+
+
 def _import_file(path: Path) -> types.ModuleType:
     source = path.read_text(encoding="utf-8")
     try:
@@ -89,7 +99,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder; pass a Python file that defines `config`")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist{_nearest_file(path)}")
     if path.suffix != ".py":
         raise ConfigError(f"config file {path} is not a Python file (.py); pass one that defines `config`")
     module = _import_file(path)

@@ -158,6 +158,20 @@ def compare(folders: Sequence[Path], sort: str | None = None) -> tuple[pd.DataFr
     return df, skipped
 
 
+def aligned(markdown_text: str) -> str:
+    """A Markdown table with its columns padded to one width each, for a terminal: numbers to the right,
+    text to the left (the separator row keeps its dashes)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown_text.splitlines()]
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(rows[0]))]
+
+    def cell(text: str, width: int) -> str:
+        if set(text) <= {"-", ":"} and text:
+            return "-" * width
+        return text.rjust(width) if text.replace(".", "", 1).lstrip("-").isdigit() else text.ljust(width)
+
+    return "\n".join("| " + " | ".join(cell(c, w) for c, w in zip(r, widths)) + " |" for r in rows)
+
+
 def markdown(df: pd.DataFrame) -> str:
     """The table as Markdown: metrics with 4 decimals, an empty cell where there is no value."""
     plain = {"params_M": "{:.2f}", "s_per_epoch": "{:.1f}", "epochs": "{:.0f}"}
@@ -208,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
     text = markdown(df)
     io.write_text(out / "compare.md", text + "\n")
     io.write_with(out / "compare.csv", lambda p: df.to_csv(p, index=False))
-    print(text)
+    print(aligned(text))
     print(f"\nwrote {out / 'compare.md'} and {out / 'compare.csv'}")
     if args.html:
         sort = args.sort or next(

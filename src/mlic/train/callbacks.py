@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -295,3 +295,12 @@ class AugmentationSchedule(Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: ClassifierModule) -> None:
         self._transform(trainer).set_p(None)  # what comes after (the next stage, swa.py) starts unscheduled
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, counting a stage's epochs from 1 of its total ("Epoch 1/6"), as
+    metrics.csv, report.md and the checkpoints' names do."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")

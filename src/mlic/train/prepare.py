@@ -122,6 +122,8 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     exp_dir = open_folder(config, classes, resume)
     module = ClassifierModule.from_config(model, config)
     module.prior_loss = prior_loss
+    # one input of the run's size: Lightning's model summary then counts real FLOPs and shows in/out sizes
+    module.example_input_array = torch.zeros(1, 3, *prep.img_size)
     facts = environment(config.source.path if config.source else None)
     if config.log_environment:  # once everything is checked: a bad input stays one sentence
         log.info(environment_block(facts))

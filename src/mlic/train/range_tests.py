@@ -68,9 +68,9 @@ def stage_range_test(
         title=f"{config.experiment_name}: stage {stage.name}",
     )
     log.info(describe(result, stage.name))
-    if result.stopped_early:
-        log.warning(
-            "the range test of stage %s stopped after %d of %d steps: the loss diverged at LR %.2e",
+    if result.stopped_early:  # how a range test is meant to end: information, not a warning
+        log.info(
+            "the range test of stage %s stopped after %d of %d steps, where the loss diverged (LR %.2e)",
             stage.name,
             len(result.lrs),
             settings.num_steps,

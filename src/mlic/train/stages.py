@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -39,6 +39,7 @@ from mlic.tasks import get_task
 from mlic.train.callbacks import (
     AtomicCheckpointIO,
     EMARecorder,
+    EpochProgressBar,
     ExperimentRecorder,
     ProcessSeeds,
     StageJumpWatch,
@@ -47,6 +48,7 @@ from mlic.train.prepare import Prepared, prepare
 from mlic.train.range_tests import stage_lr, suffixes_of, wants_range_test
 from mlic.train.resume import mark_finished, resume_point, resume_stage
 from mlic.utils.errors import ConfigError
+from mlic.utils.progress import shows_progress
 from mlic.utils.ranks import is_rank_zero
 
 log = logging.getLogger("mlic")
@@ -90,6 +92,8 @@ def make_trainer(
     if swa_stage and config.swa.ema_decay is not None:
         callbacks.append(EMARecorder(recorder, config.swa.ema_decay))
     callbacks += config.callbacks
+    if shows_progress(config.trainer) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(EpochProgressBar())
     kwargs = trainer_kwargs(config)
     kwargs["plugins"] = _plugins(config)
     return L.Trainer(
