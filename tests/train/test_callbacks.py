@@ -111,11 +111,11 @@ def test_a_stage_that_wrecks_the_one_before_is_named_in_the_log_and_the_report(d
     assert "## Warnings" in report and notes[0] in report
 
 
-def test_the_progress_bar_counts_a_stages_epochs_from_one_of_its_total(dataset, capsys):
+def test_the_progress_bar_names_the_stage_and_counts_its_epochs_from_one_of_its_total(dataset, capsys):
     config = tiny_config(dataset, "bar", stages=[Stage("full", epochs=2)])
     config.trainer = dict(config.trainer, enable_progress_bar=True)
     run(config)
     captured = capsys.readouterr()
     bar = (captured.out + captured.err).replace("\r", "\n")
-    assert "Epoch 1/2" in bar and "Epoch 2/2" in bar  # metrics.csv's epochs 1 and 2
-    assert "Epoch 3/" not in bar
+    assert "full: epoch 1/2" in bar and "full: epoch 2/2" in bar  # metrics.csv's epochs 1 and 2
+    assert "epoch 3/" not in bar

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: the process's matplotlib backend is left alone
+from matplotlib.ticker import MaxNLocator
 
 from mlic.config.schema import Config
 from mlic.engine.lr_curve import DEFAULT_RULE, RULE_TEXT, RangeTest, sensible_range
@@ -39,27 +40,44 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Loss and validation metrics per epoch across all stages, stage boundaries marked."""
+    """Loss, validation metrics and the LR per epoch across all stages, each stage's start marked and
+    named."""
     df = pd.DataFrame(rows)
     x = range(1, len(df) + 1)
-    fig = Figure(figsize=(11, 4))
-    ax_loss, ax_metric = fig.subplots(1, 2)
+    fig = Figure(figsize=(14, 4))
+    ax_loss, ax_metric, ax_lr = fig.subplots(1, 3)
     for column, label in (("train/loss", "train loss"), ("valid/loss", "valid loss")):
         if column in df:
             ax_loss.plot(x, df[column], marker="o", label=label)
     for column in (f"valid/{c}" for c in ALL_COLUMNS if c != "loss"):
         if column in df:
             ax_metric.plot(x, df[column], marker="o", label=column.split("/")[1])
+    for column, label in (("lr_head", "head"), ("lr_backbone", "backbone")):
+        if column in df and df[column].notna().any():
+            ax_lr.plot(x, df[column], marker="o", label=label)
+    ax_lr.set_yscale("log")
     stages = df["stage"].tolist() if "stage" in df else []
-    for ax in (ax_loss, ax_metric):
-        for i in range(1, len(stages)):
-            if stages[i] != stages[i - 1]:
-                ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=1)
+    for ax in (ax_loss, ax_metric, ax_lr):
+        for i, stage in enumerate(stages):
+            if i == 0 or stage != stages[i - 1]:
+                if i:
+                    ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=1)
+                ax.annotate(
+                    stage,
+                    (i + 1, 0.98),
+                    xycoords=("data", "axes fraction"),
+                    va="top",
+                    fontsize=8,
+                    color="grey",
+                )
         ax.set_xlabel("epoch (all stages)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower left", fontsize=8)
     ax_loss.set_title("loss")
     ax_metric.set_title("validation metrics")
+    ax_lr.set_title("learning rate (log scale)")
     fig.tight_layout()
     io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=100))
 
@@ -136,8 +154,11 @@ def write_report(
     io.write_text(exp_dir / REPORT, text)
 
 
-def save_lr_curve(result: RangeTest, csv_path: Path, png_path: Path, title: str = "") -> None:
-    """Write the curve as CSV (step, lr, loss, smoothed_loss) and a log-x plot with the suggestion."""
+def save_lr_curve(
+    result: RangeTest, csv_path: Path, png_path: Path, title: str = "", xlabel: str = "learning rate"
+) -> None:
+    """Write the curve as CSV (step, lr, loss, smoothed_loss) and a log-x plot with the suggestion and
+    the sensible range (report.md's) shaded; `xlabel` names the LR swept."""
     io.write_with(csv_path, lambda p: result.to_frame().to_csv(p, index=False))
     fig = Figure(figsize=(7, 4))  # no pyplot: the process's matplotlib backend is left alone
     ax = fig.subplots()
@@ -147,8 +168,11 @@ def save_lr_curve(result: RangeTest, csv_path: Path, png_path: Path, title: str 
         ax.axvline(
             result.suggestion, color="red", linestyle="--", label=f"suggestion {result.suggestion:.2e}"
         )
+    span = sensible_range(result.lrs, result.smoothed)
+    if span is not None:
+        ax.axvspan(*span, color="tab:green", alpha=0.12, label=f"sensible range {span[0]:.1e}–{span[1]:.1e}")
     ax.set_xscale("log")
-    ax.set_xlabel("learning rate (head)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("loss")
     finite = [v for v in result.smoothed if math.isfinite(v)]
     if finite:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure  # no pyplot: the process's matplotlib back
 from torch import nn
 
 from mlic.metrics import classification as m
-from mlic.tasks.base import Task, last_split
+from mlic.tasks.base import Outputs, Task, last_split
 from mlic.utils import io
 from mlic.utils.markdown import rows_table
 
@@ -57,7 +57,7 @@ class MultiLabel(Task):
 
     def report_section(self, exp_dir, classes, rows, outputs) -> str:
         """The per-class table, with a bar plot of per-class AP (`per_class_ap.png`)."""
-        split = plot_per_class_ap(rows, exp_dir / "per_class_ap.png")
+        split = plot_per_class_ap(rows, exp_dir / "per_class_ap.png", outputs)
         tuned = any("threshold" in r for r in rows)
         text = "\n## Per class\n\n" + (
             "`threshold` is each class's threshold tuned for F1 on valid (saved in `thresholds.json`); "
@@ -78,20 +78,27 @@ class MultiLabel(Task):
         return columns
 
 
-def plot_per_class_ap(rows: list[dict[str, Any]], path: Path) -> str | None:
-    """Horizontal bars of per-class AP (test, else valid); returns the split plotted."""
+def plot_per_class_ap(rows: list[dict[str, Any]], path: Path, outputs: Outputs | None = None) -> str | None:
+    """Horizontal bars of per-class AP (test, else valid), each class named with its support, and a
+    class's chance level (its share of the split's images: the AP of a model that ignores the image)
+    marked; returns the split plotted."""
     split = next((s for s in ("test", "valid") if any(f"{s} AP" in r for r in rows)), None)
     if split is None:
         return None
-    names = [r["class"] for r in rows]
+    names = [f"{r['class']} ({r.get(f'{split} support', '?')})" for r in rows]
     values = [r.get(f"{split} AP", float("nan")) for r in rows]
-    fig = Figure(figsize=(7, 0.3 * len(rows) + 1.2))
+    fig = Figure(figsize=(7, 0.3 * len(rows) + 1.4))
     ax = fig.subplots()
-    ax.barh(range(len(rows)), values, color="tab:blue")
+    ax.barh(range(len(rows)), values, color="tab:blue", label="AP")
+    if outputs and split in outputs:
+        chance = np.asarray(outputs[split][1]).mean(axis=0)
+        ax.scatter(chance, range(len(rows)), marker="|", s=200, color="black", zorder=3)
     ax.set_yticks(range(len(rows)), names)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"average precision ({split})")
+    ax.set_xlabel(
+        f"average precision ({split}); (n): the class's images; black tick: chance, the class's share of images"
+    )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=100))

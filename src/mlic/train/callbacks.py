@@ -298,9 +298,12 @@ class AugmentationSchedule(Callback):
 
 
 class EpochProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, counting a stage's epochs from 1 of its total ("Epoch 1/6"), as
-    metrics.csv, report.md and the checkpoints' names do."""
+    """Lightning's progress bar, named for the stage and counting its epochs from 1 of its total
+    ("full: epoch 1/6"), as metrics.csv, report.md and the checkpoints' names do."""
 
-    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, module, *args)
+        stage = getattr(getattr(module, "stage", None), "name", None) or "training"
+        self.train_progress_bar.set_description(
+            f"{stage}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        )

@@ -41,6 +41,15 @@ def suffixes_of(stages: list[Stage]) -> dict[str, str]:
     return {s.name: f"_{s.name}" for s in stages}
 
 
+def _swept(stage: Stage) -> str:
+    """The x-axis of a stage's range-test plot: which LR the sweep moves."""
+    if stage.freeze_backbone:
+        return "learning rate (the head's; the backbone is frozen)"
+    if stage.backbone_lr_scale != 1:
+        return f"learning rate (the head's; the backbone's is {stage.backbone_lr_scale:g}×)"
+    return "learning rate (the whole network)"
+
+
 def stage_range_test(
     config: Config, run_: Prepared, stage: Stage, settings: LRFinder, suffix: str
 ) -> RangeTest:
@@ -66,6 +75,7 @@ def stage_range_test(
         run_.exp_dir / f"lr_finder{suffix}.csv",
         run_.exp_dir / f"lr_finder{suffix}.png",
         title=f"{config.experiment_name}: stage {stage.name}",
+        xlabel=_swept(stage),
     )
     log.info(describe(result, stage.name))
     if result.stopped_early:  # how a range test is meant to end: information, not a warning
