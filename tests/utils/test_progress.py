@@ -63,3 +63,22 @@ def test_no_bar_off_a_terminal_or_when_the_config_turns_bars_off(dataset: Path, 
     screen = on_terminal(monkeypatch)
     verify_images(tables, show_progress=False)
     assert screen.getvalue() == ""
+
+
+def test_a_log_line_written_while_a_bar_is_shown_gets_a_line_of_its_own():
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from mlic.utils.cli import BarSafeHandler
+
+    stream = io.StringIO()
+    bar = tqdm(total=10, file=stream, ascii=True, mininterval=0)
+    bar.update(3)
+    handler = BarSafeHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.emit(logging.LogRecord("mlic", logging.INFO, __file__, 0, "a log line", None, None))
+    bar.close()
+    lines = [line.strip() for line in stream.getvalue().replace("\r", "\n").split("\n")]
+    assert "INFO a log line" in lines  # not glued to the bar's text

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 import torch.distributed as dist
+from tqdm import tqdm
 
 from mlic.utils.errors import Interrupted, MlicError
 from mlic.utils.io import os_error_cause
@@ -21,11 +22,24 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 
 
+class BarSafeHandler(logging.StreamHandler):
+    """Log lines written around the progress bars (tqdm clears a bar, writes the line, redraws it), so a
+    line never lands on a bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging's own contract: a failing handler reports, never raises
+            self.handleError(record)
+
+
 def setup_logging() -> None:
     """Readable INFO logs for mlic; quieter third-party chatter. With several processes only the first
     logs below ERROR: the others would repeat its lines."""
     level = logging.INFO if global_rank() == 0 else logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[BarSafeHandler()]
+    )
     for noisy in (
         "lightning.pytorch.utilities.rank_zero",
         "lightning.fabric.utilities.rank_zero",
