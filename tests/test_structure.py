@@ -180,6 +180,7 @@ def test_the_import_paths_of_earlier_releases_still_find_their_modules():
         "from mlic.stages import run\n"
         "import mlic.checkpoints, mlic.experiment.checkpoints\n"
         "assert mlic.checkpoints is mlic.experiment.checkpoints\n"
+        "assert mlic.experiment.checkpoints.__spec__.name == 'mlic.experiment.checkpoints'\n"
         "print(InsertBackground.__module__, AugmentationSchedule.__module__, run.__module__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -95,12 +95,15 @@ class _MovedModule(importlib.abc.Loader):
 
     def __init__(self, target: str) -> None:
         self.target = target
+        self.spec = None
 
     def create_module(self, spec):
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self.spec = module.__spec__  # importlib sets the old name's spec on it next; it gets its own back
+        return module
 
     def exec_module(self, module) -> None:
-        pass
+        module.__spec__ = self.spec
 
 
 class _MovedModules(importlib.abc.MetaPathFinder):
