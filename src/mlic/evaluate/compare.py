@@ -14,7 +14,6 @@ file is read from its report.md's tables instead.
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 import pandas as pd
 
 from mlic.evaluate.compare_html import write_compare_html
+from mlic.evaluate.html_report import config_docstring
 from mlic.evaluate.report import rows_table
-from mlic.experiment.files import CONFIG_COPY, METRICS, MODEL_BEST, REPORT
+from mlic.experiment.files import METRICS, MODEL_BEST, REPORT
 from mlic.experiment.results import MODELS, read_results
 from mlic.models.weights import read_state_dict
 from mlic.tasks import ALL_COLUMNS, get_task
@@ -58,15 +58,6 @@ def report_tables(text: str) -> dict[str, dict[str, float]]:
                     pass
             rows[cells[0]] = values
     return rows
-
-
-def _comment(exp_dir: Path) -> str:
-    path = exp_dir / CONFIG_COPY
-    try:
-        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def _parameters(state: dict[str, Any]) -> float:
@@ -111,7 +102,7 @@ def experiment_rows(exp_dir: Path) -> list[dict[str, Any]]:
         "epochs": len(epochs),
         "s_per_epoch": round(float(epochs["time_s"].mean()), 1) if "time_s" in epochs else None,
         "best": f"{best.get('stage')} {best.get('epoch')}" if best else "",
-        "comment": _comment(exp_dir),
+        "comment": (config_docstring(exp_dir).strip().splitlines() or [""])[0],
     }
     rows = []
     for name, splits in _model_results(exp_dir, best).items():

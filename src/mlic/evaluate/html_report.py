@@ -125,14 +125,15 @@ def range_test_svgs(exp_dir: Path) -> list[dict[str, str]]:
     return out
 
 
-def docstring(exp_dir: Path) -> str:
+def config_docstring(exp_dir: Path) -> str:
+    """The docstring of the experiment's config.py copy ('' without one)."""
     try:
         return ast.get_docstring(ast.parse((exp_dir / CONFIG_COPY).read_text(encoding="utf-8"))) or ""
     except (OSError, SyntaxError, UnicodeDecodeError):
         return ""
 
 
-def _per_class(exp_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _per_class(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """report.md's per-class rows as a table: columns, and cells with a sort value and a text."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
     cells = []
@@ -177,13 +178,13 @@ def write_html_report(
         name=exp_dir.name,
         task=task,
         classes=classes,
-        docstring=docstring(exp_dir),
+        docstring=config_docstring(exp_dir),
         stages=_stage_starts(metrics),
         epochs=len(metrics),
         curves=curves_svg(metrics, monitor),
         range_tests=range_test_svgs(exp_dir),
         results=_results(exp_dir),
-        per_class=_per_class(exp_dir, class_rows),
+        per_class=_per_class(class_rows),
         errors=errors,
         notes=list(notes),
         environment=environment or {},
