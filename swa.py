@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlic.config.loading import load_config
-from mlic.evaluate.report import format_table
-from mlic.train.swa import SWARun, run_swa
-from mlic.utils.cli import add_overrides, run_cli
-from mlic.utils.errors import ConfigError
+from mlic.utils.early import add_overrides, stop_if_unset
+
+if TYPE_CHECKING:
+    from mlic.train.swa import SWARun
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def print_swa(name: str, outcome: SWARun) -> None:
+    from mlic.evaluate.report import format_table
+
     print(
         f"\n{name}: SWA of {len(outcome.averaged)} checkpoints ({', '.join(p.name for p in outcome.averaged)})"
     )
@@ -48,6 +50,11 @@ def print_swa(name: str, outcome: SWARun) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_if_unset(args.config)  # ROOT_PATH missing: one sentence before the heavy imports below
+    from mlic.config.loading import load_config
+    from mlic.train.swa import run_swa
+    from mlic.utils.cli import run_cli
+    from mlic.utils.errors import ConfigError
 
     def _run() -> int:
         folder = Path(args.config) if Path(args.config).is_dir() else None

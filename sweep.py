@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlic.config.loading import load_config
-from mlic.utils.cli import add_overrides, run_cli
+from mlic.utils.early import add_overrides, stop_if_unset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,9 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_if_unset(args.config)  # ROOT_PATH missing: one sentence before the heavy imports below
+    from mlic.config.loading import load_config
+    from mlic.train.sweep import run_sweep
+    from mlic.utils.cli import run_cli
 
     def _run() -> int:
-        from mlic.train.sweep import run_sweep
 
         outcome = run_sweep(load_config(args.config, args.overrides), args.n_trials)
         states = outcome.study.trials_dataframe(attrs=("state",))["state"].value_counts().to_dict()

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from mlic.config.loading import load_config
-from mlic.config.schema import Config
-from mlic.engine.lr_curve import describe
-from mlic.engine.runtime import world_size
-from mlic.evaluate.evaluation import Evaluation, evaluate_split
-from mlic.evaluate.report import format_table
-from mlic.evaluate.report_page import refresh
-from mlic.train.range_tests import RangeTestRun, run_lr_find
-from mlic.train.stages import TrainingRun, run
-from mlic.utils.cli import add_overrides, run_cli
-from mlic.utils.errors import ConfigError
-from mlic.utils.ranks import is_rank_zero
+from mlic.utils.early import add_overrides, stop_if_unset
+
+if TYPE_CHECKING:
+    from mlic.config.schema import Config
+    from mlic.evaluate.evaluation import Evaluation
+    from mlic.train.range_tests import RangeTestRun
+    from mlic.train.stages import TrainingRun
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def print_range_tests(outcome: RangeTestRun) -> None:
+    from mlic.engine.lr_curve import describe
+
     print()
     for name, result in outcome.range_tests.items():
         print(describe(result, name))
@@ -56,6 +54,8 @@ def print_range_tests(outcome: RangeTestRun) -> None:
 
 
 def print_training(config: Config, outcome: TrainingRun) -> None:
+    from mlic.evaluate.report import format_table
+
     best = outcome.best
     print(
         f"\n{config.experiment_name}: best model ({config.monitor}) from stage {best.get('stage')}, "
@@ -70,6 +70,8 @@ def print_training(config: Config, outcome: TrainingRun) -> None:
 
 
 def print_evaluation(config: Config, outcome: Evaluation) -> None:
+    from mlic.evaluate.report import format_table
+
     print(f"\n{config.experiment_name}: {outcome.path} on {outcome.split} ({outcome.num_images} images)")
     print(format_table(outcome.results))
     if outcome.thresholds_path is not None:
@@ -78,6 +80,16 @@ def print_evaluation(config: Config, outcome: Evaluation) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_if_unset(args.config)  # ROOT_PATH missing: one sentence before the heavy imports below
+    from mlic.config.loading import load_config
+    from mlic.engine.runtime import world_size
+    from mlic.evaluate.evaluation import evaluate_split
+    from mlic.evaluate.report_page import refresh
+    from mlic.train.range_tests import run_lr_find
+    from mlic.train.stages import run
+    from mlic.utils.cli import run_cli
+    from mlic.utils.errors import ConfigError
+    from mlic.utils.ranks import is_rank_zero
 
     def _run() -> int:
         if sum([args.lr_find, args.validate, args.test, args.resume]) > 1:

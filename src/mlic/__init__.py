@@ -1,29 +1,33 @@
 """mlic: multi-label image classification from plain-Python configs, on Lightning + timm.
 
-`import mlic` loads the config schema only (torch, no Lightning, pandas or plotting), so a config file
-imports fast; `mlic.load_config` and `mlic.losses` load the rest the first time they are used."""
+`import mlic` loads nothing heavy; each name loads on first use: `from mlic import Config` the config
+schema only (torch, no Lightning, pandas or plotting), so a config file imports fast; `mlic.load_config`
+and `mlic.losses` the rest."""
 
 import importlib
 import importlib.abc
 import importlib.util
 import sys
+from typing import TYPE_CHECKING
 
-from mlic.config.schema import (
-    SWA,
-    Config,
-    Data,
-    LRFinder,
-    Mixing,
-    Model,
-    Stage,
-    Sweep,
-    choice,
-    env_path,
-    intrange,
-    loguniform,
-    uniform,
-)
-from mlic.utils.errors import CheckpointError, ConfigError, DataError, MlicError
+if TYPE_CHECKING:  # for readers and type checkers; at run time each name loads on first use, below
+    from mlic.config.loading import load_config
+    from mlic.config.schema import (
+        SWA,
+        Config,
+        Data,
+        LRFinder,
+        Mixing,
+        Model,
+        Stage,
+        Sweep,
+        choice,
+        env_path,
+        intrange,
+        loguniform,
+        uniform,
+    )
+    from mlic.utils.errors import CheckpointError, ConfigError, DataError, MlicError
 
 __all__ = [
     "Config",
@@ -47,8 +51,15 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-# name -> module that defines it, imported on first use (PEP 562)
-_LAZY = {"load_config": "mlic.config.loading", "losses": "mlic.losses"}
+# name -> module that defines it, imported on first use (PEP 562): `import mlic` itself loads nothing,
+# so a command can check its arguments before torch loads (mlic.utils.early)
+_SCHEMA = ("SWA", "Config", "Data", "LRFinder", "Mixing", "Model", "Stage", "Sweep", "choice", "env_path")
+_LAZY = {
+    **dict.fromkeys(_SCHEMA + ("intrange", "loguniform", "uniform"), "mlic.config.schema"),
+    **dict.fromkeys(("MlicError", "ConfigError", "DataError", "CheckpointError"), "mlic.utils.errors"),
+    "load_config": "mlic.config.loading",
+    "losses": "mlic.losses",
+}
 
 
 def __getattr__(name: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,14 +19,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def write_config(
-    folder: Path, data: Path, epochs: int = 1, space: str | None = None, pruner: str = "None"
+    folder: Path,
+    data: Path,
+    epochs: int = 1,
+    space: str | None = None,
+    pruner: str = "None",
+    model: str = "Model(name='test_resnet', pretrained=False)",
 ) -> Path:
     space = space or "{'optimizer.lr': loguniform(1e-4, 1e-2)}"
     path = folder / "sweep_config.py"
     path.write_text(
-        "from mlic import Config, Data, Model, Stage, Sweep, choice, loguniform\n"
+        "from mlic import Config, Data, Model, Stage, Sweep, choice, intrange, loguniform\n"
         f"config = Config(experiment_name='tiny', data=Data(root={str(data)!r}, img_size=(32, 32), batch_size=8, "
-        "num_workers=0), model=Model(name='test_resnet', pretrained=False), "
+        f"num_workers=0), model={model}, "
         f"stages=[Stage('full', epochs={epochs})], seed=0, "
         "trainer=dict(accelerator='cpu', enable_progress_bar=False, enable_model_summary=False), "
         f"sweep=Sweep(n_trials=3, space={space}, pruner={pruner}))\n"
@@ -96,10 +102,13 @@ def test_pruned_trials_stop_after_the_epoch_the_pruner_rejects(dataset: Path, tm
         ("{'data.batchsize': choice([4, 8])}", "names 'data.batchsize'"),
         ("{'optimizer.lr': loguniform(1e-2, 1e-4)}", "needs low < high"),
         ("{'optimizer.lr': 1e-3}", "must be loguniform"),
+        ("{'data.batch_size': intrange(0, 8)}", "cannot take at 0: .*batch_size"),
+        ("{'model.name': choice(['test_resnet', 7])}", "cannot take at 7: .*model.name"),
     ],
 )
 def test_a_bad_search_space_is_one_sentence(dataset: Path, tmp_path: Path, space: str, message: str):
-    with pytest.raises(ConfigError, match="sweep.space.*" + message.replace("(", r"\(").replace("[", r"\[")):
+    pattern = "sweep.space.*" + message.replace("(", r"\(").replace("[", r"\[")
+    with pytest.raises(ConfigError, match=pattern):
         load_config(write_config(tmp_path, dataset, space=space))
 
 
@@ -118,3 +127,66 @@ def test_a_segmentation_sweep_scores_and_compares_its_trials_on_valid_iou(tmp_pa
     assert list(table["experiment"]) == ["seg_trial000"]
     assert table["valid/iou"].iloc[0] == pytest.approx(outcome.best_value)
     assert "valid/map" not in table.columns  # a segmentation trial has no mAP
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            "Model(name='test_resnet', pretrained=False, checkpoint='experiments/head/model.best.pth')",
+            "model.best.pth does not exist",
+        ),
+        ("Model(name='test_resnet', pretrained='weights/resnet.pth')", "resnet.pth"),
+    ],
+    ids=["checkpoint", "pretrained"],
+)
+def test_a_missing_weights_file_stops_the_sweep_before_its_first_trial(
+    dataset: Path, tmp_path: Path, model: str, message: str
+):
+    path = write_config(tmp_path, dataset, model=model)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "sweep.py"), str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert not Path("experiments/tiny_sweep").exists()  # no study, so no failed trial recorded
+
+
+def test_the_demo_sweep_runs_end_to_end_on_a_small_demo(tmp_path: Path):
+    from mlic.demo.build import build_demo
+
+    data = tmp_path / "demo"
+    build_demo(data, seed=0, n_train=60, n_valid=20, n_test=20, model_name="test_resnet", pretrain_epochs=1)
+    shrink = [
+        "model.name='test_resnet'",
+        f"model.pretrained={str(data / 'pretrained_test_resnet.pth')!r}",
+        "data.num_workers=0",
+        "data.batch_size=20",
+        "stages.full.epochs=1",
+        "trainer.enable_progress_bar=False",
+    ]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "sweep.py"), str(REPO / "configs/sweep_demo.py"), "--n-trials", "2"]
+        + [arg for item in shrink for arg in ("--set", item)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ROOT_PATH": str(data), "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    alarms = [
+        line
+        for line in done.stderr.splitlines()
+        if "WARNING" in line and "have no positives" not in line  # the small demo's rare genres
+    ]
+    assert not alarms, done.stderr[-3000:]
+    folder = Path("experiments/sweep_demo_sweep")
+    table = pd.read_csv(folder / "sweep.csv")
+    assert table["state"].tolist() == ["COMPLETE"] * 2
+    assert set(table.columns) >= {"params_optimizer.lr", "params_optimizer.weight_decay"}
+    for name in table["user_attrs_experiment"]:
+        assert len(pd.read_csv(folder / name / "metrics.csv")) == 1
+        assert not list((folder / name).glob("lr_finder*"))  # the sweep draws the LR: no range test
+    assert "best trial:" in done.stdout

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 
 from mlic.tasks import get_task
+from mlic.utils.early import unset_message
 from mlic.utils.errors import ConfigError
 
 # Trainer arguments the stages own; a config sets them through other fields.
@@ -38,10 +39,7 @@ def env_path(name: str = "ROOT_PATH") -> str:
     """Read a path from the environment, or stop with a sentence that says how to set it."""
     value = os.environ.get(name)
     if not value:
-        raise ConfigError(
-            f"{name} is not set: run as `{name}=/path/to/data python train.py CONFIG` "
-            f"(the folder that holds the label CSVs and the images)"
-        )
+        raise ConfigError(unset_message(name))
     return value
 
 
@@ -180,11 +178,13 @@ class SearchRange:
             return trial.suggest_int(name, int(self.low), int(self.high), step=self.step or 1, log=self.log)
         return trial.suggest_categorical(name, list(self.choices))
 
-    def example(self) -> Any:
-        """A value inside the range, to check that the field takes it before any trial runs."""
+    def examples(self) -> tuple:
+        """The values at its edges (every option of a choice), to check that the field takes each of
+        them before any trial runs."""
         if self.kind == "categorical":
-            return self.choices[0]
-        return int(self.low) if self.kind == "int" else float(self.low)
+            return self.choices
+        cast = int if self.kind == "int" else float
+        return (cast(self.low), cast(self.high))
 
 
 def loguniform(low: float, high: float) -> SearchRange:

@@ -173,8 +173,6 @@ def _check_sweep(config: Config, where: str) -> None:
             f"{where}: field 'sweep.space' is empty; name the fields to search, e.g. "
             f"{{'optimizer.lr': loguniform(1e-5, 1e-2)}}"
         )
-    trial = copy.deepcopy(config)  # every key is tried on one copy
-    trial.sweep = None
     for key, value in sweep.space.items():
         if not isinstance(value, SearchRange):
             raise ConfigError(
@@ -189,13 +187,18 @@ def _check_sweep(config: Config, where: str) -> None:
             raise ConfigError(f"{where}: field 'sweep.space[{key!r}]' is choice([]) with nothing to choose")
         if value.log and value.low <= 0:
             raise ConfigError(f"{where}: field 'sweep.space[{key!r}]' is log-scaled, so low must be above 0")
-        try:
-            apply_override(trial, f"{key}={value.example()!r}")
-            _check_partial_argument(trial, key)
-        except ConfigError as e:
-            raise ConfigError(
-                f"{where}: field 'sweep.space' names {key!r}, which the config cannot take: {e}"
-            ) from None
+        for example in value.examples():  # each edge on its own copy: a trial may draw it
+            trial = copy.deepcopy(config)
+            trial.sweep = None
+            try:
+                apply_override(trial, f"{key}={example!r}")
+                _check_partial_argument(trial, key)
+                validate(trial, "the trial")
+            except ConfigError as e:
+                raise ConfigError(
+                    f"{where}: field 'sweep.space' names {key!r}, which the config cannot take at "
+                    f"{example!r}: {e}"
+                ) from None
 
 
 def _check_partial_argument(config: Config, key: str) -> None:

@@ -96,9 +96,21 @@ def _decode_images(config: Config, tables: dict[str, LabelTable], prep: Preproce
         log.info("decoded all %d images in %.1f s (data.verify_images=False skips this)", count, seconds)
 
 
-def prepare(config: Config, resume: bool = False) -> Prepared:
-    """Read and check the data, build the model (weights, checkpoint), then open the experiment folder
-    (a new one, or with `resume` the interrupted one, kept as it is)."""
+@dataclass
+class Checked:
+    """The inputs of a run, read and checked: nothing written yet."""
+
+    config: Config
+    tables: dict[str, LabelTable]
+    classes: list[str]
+    prep: Preprocessing
+    model: torch.nn.Module
+    prior_loss: float
+
+
+def check_inputs(config: Config, resume: bool = False) -> Checked:
+    """Read and check the data, build the model (weights, checkpoint, prior head) and every stage's
+    freezing, and decode every image once: each bad input stops here, before anything is written."""
     check_trainer(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     config = resolved(config)
@@ -116,19 +128,27 @@ def prepare(config: Config, resume: bool = False) -> Prepared:
     for stage in config.resolved_stages():  # a wrong pattern stops now, not after the stages before it
         frozen_parameter_names(model, stage.freeze_backbone, stage.freeze, f"stages.{stage.name}.freeze")
     _decode_images(config, tables, prep)
+    return Checked(config, tables, classes, prep, model, prior_loss)
+
+
+def prepare(config: Config, resume: bool = False) -> Prepared:
+    """Check the run's inputs (`check_inputs`), then open the experiment folder (a new one, or with
+    `resume` the interrupted one, kept as it is)."""
+    checked = check_inputs(config, resume)
+    config, tables, prep = checked.config, checked.tables, checked.prep
     notes = split_warnings(tables)
     for note in notes:
         log.warning(note)
-    exp_dir = open_folder(config, classes, resume)
-    module = ClassifierModule.from_config(model, config)
-    module.prior_loss = prior_loss
+    exp_dir = open_folder(config, checked.classes, resume)
+    module = ClassifierModule.from_config(checked.model, config)
+    module.prior_loss = checked.prior_loss
     # one input of the run's size: Lightning's model summary then counts real FLOPs and shows in/out sizes
     module.example_input_array = torch.zeros(1, 3, *prep.img_size)
     facts = environment(config.source.path if config.source else None)
     if config.log_environment:  # once everything is checked: a bad input stays one sentence
         log.info(environment_block(facts))
     log.info("device: %s, precision %s", device_label(config), trainer_kwargs(config)["precision"])
-    return Prepared(config, tables, classes, prep, module, exp_dir, notes, facts)
+    return Prepared(config, tables, checked.classes, prep, module, exp_dir, notes, facts)
 
 
 def resolved(config: Config) -> Config:

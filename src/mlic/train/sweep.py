@@ -22,6 +22,7 @@ import lightning as L
 
 from mlic.config.schema import Config, apply_override
 from mlic.evaluate.compare import compare, markdown
+from mlic.train.prepare import check_inputs
 from mlic.train.stages import run
 from mlic.utils import io
 from mlic.utils.errors import ConfigError, MlicError
@@ -36,7 +37,7 @@ def _optuna() -> Any:
         raise MlicError(
             'sweep.py needs Optuna: install it with `.venv/bin/pip install -e ".[sweep]"`'
         ) from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: mlic says why, once
     return optuna
 
 
@@ -139,6 +140,10 @@ def run_sweep(config: Config, n_trials: int | None = None) -> SweepRun:
             "the config has no `sweep`: add sweep=Sweep(space={'optimizer.lr': loguniform(1e-5, 1e-2)}) to it"
         )
     folder = Path(config.output_dir) / f"{config.experiment_name}_sweep"
+    # the data, the weights files, the checkpoint and every stage's freezing, checked once: a bad input
+    # is one sentence here, not a failed trial with a traceback in optuna.db
+    log.info("sweep: checking the data and the model before the first trial")
+    check_inputs(trial_config(config, {}, 0, folder))
     storage, study = _open_study(config, folder)
     failed = _fail_interrupted(study, storage)
     if failed:

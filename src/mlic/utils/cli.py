@@ -3,7 +3,6 @@ into one sentence and an exit status."""
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import re
@@ -98,18 +97,6 @@ def peer_failed(error: BaseException) -> bool:
 
 def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signal.Signals(signum).name)
-
-
-def add_overrides(parser: argparse.ArgumentParser, what: str = "a config field") -> None:
-    """The `--set KEY=VALUE` option of train.py, swa.py and sweep.py (into `args.overrides`)."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"override {what}, e.g. --set data.batch_size=32 (repeatable)",
-    )
 
 
 def run_cli(main: Callable[[], int], debug: bool, every_process: bool = False) -> int:
