@@ -3,6 +3,7 @@ and only configs, scripts, make targets and options that exist. Reads files only
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -187,3 +188,14 @@ def test_command_line_options_exist(page):
             used.update(OPTION.findall(snippet))
     unknown = sorted(used - cli_options())
     assert not unknown, f"{page_id(page)} uses options no script defines: {unknown}"
+
+
+def test_faults_names_every_notebook_that_runs_an_experiments_config():
+    code_paragraph = next(
+        p for p in (ROOT / "docs" / "faults.md").read_text().split("\n\n") if "is code." in p
+    )
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        if "config.py" in code or "load_config" in code:
+            assert f"notebooks/{notebook.name}" in code_paragraph, notebook.name

@@ -105,3 +105,16 @@ def test_an_experiment_from_before_results_json_is_read_from_its_report(experime
     assert set(old) == {"averaged", "averaged (swa)", "averaged (ema)"}
     assert old["averaged (swa)"]["test/map"] == pytest.approx(tables["swa/test"]["map"])
     assert old["averaged"]["valid/auc"] == pytest.approx(tables["valid"]["auc"])
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe\x00 not text", b"garbage,without\n1,the columns\n"])
+def test_a_damaged_metrics_csv_is_noted_and_its_cells_left_empty(dataset: Path, capsys, damage: bytes):
+    run(tiny_config(dataset, "plain", stages=[Stage("full", epochs=1)]))
+    (Path("experiments/plain") / "metrics.csv").write_bytes(damage)
+    assert main(["experiments/plain"]) == 0
+    captured = capsys.readouterr()
+    assert "note: experiments/plain/metrics.csv " in captured.err
+    assert "leaves its epochs and seconds per epoch empty" in captured.err
+    row = pd.read_csv("experiments/compare.csv").iloc[0]
+    assert pd.isna(row["epochs"]) and pd.isna(row["s_per_epoch"])  # not "0 epochs"
+    assert row["valid/map"] > 0  # the rest of the row still comes from the model file

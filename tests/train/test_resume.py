@@ -74,6 +74,43 @@ def test_resume_at_a_stage_boundary_starts_the_next_stage_from_the_last_weights(
     torch.testing.assert_close(final["fc.weight"], head_end["fc.weight"], rtol=0, atol=1e-6)
 
 
+class _EpochCount(L.Callback):
+    def __init__(self) -> None:
+        self.epochs = 0
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.epochs += 1
+
+
+@pytest.mark.parametrize("fault", ["deleted", "damaged"])
+def test_resume_without_the_last_checkpoint_continues_from_the_latest_epoch_checkpoint(
+    dataset, caplog, fault
+):
+    config = tiny_config(
+        dataset, "no_last", stages=[Stage("full", epochs=4)], callbacks=[_PowerCut("full", 4)], save_top_k=5
+    )
+    with pytest.raises(RuntimeError, match="power cut"):
+        run(config)
+    checkpoints = config.experiment_dir / "checkpoints"
+    last = checkpoints / "full-last.ckpt"
+    if fault == "deleted":
+        last.unlink()
+    else:
+        last.write_bytes(last.read_bytes()[:100])  # cut short, as a full disk leaves it
+    (checkpoints / "full-epoch02.ckpt").write_bytes(b"damaged too")  # epoch 3's: passed over for epoch 2's
+    trained = _EpochCount()
+    config.callbacks = [trained]
+    run(config, resume=True)
+    assert trained.epochs == 2  # only epochs 3 and 4 were trained again
+    after = pd.read_csv(config.experiment_dir / "metrics.csv")
+    # epochs 1 and 2 kept (not lost to a restart), 3 and 4 run again from epoch 2's checkpoint
+    assert list(zip(after["stage"], after["epoch"])) == [("full", e) for e in (1, 2, 3, 4)]
+    assert after["step"].tolist() == [6, 12, 18, 24]
+    note = next(r.getMessage() for r in caplog.records if "full-last.ckpt is" in r.getMessage())
+    assert f"full-last.ckpt is {'missing' if fault == 'deleted' else 'damaged'}" in note
+    assert "full-epoch01.ckpt" in note and "(epoch 2)" in note
+
+
 def test_resume_without_a_run_to_continue_is_an_error(dataset):
     with pytest.raises(
         CheckpointError, match="nothing to resume in experiments/never: it has no metrics.csv"

@@ -24,13 +24,14 @@ import pandas as pd
 from mlic.evaluate.compare_html import write_compare_html
 from mlic.evaluate.html_report import config_docstring
 from mlic.evaluate.report import rows_table
+from mlic.experiment.checkpoints import read_metrics
 from mlic.experiment.files import METRICS, MODEL_BEST, REPORT
 from mlic.experiment.results import MODELS, read_results
 from mlic.models.weights import read_state_dict
 from mlic.tasks import ALL_COLUMNS, get_task
 from mlic.utils import io
 from mlic.utils.cli import run_cli
-from mlic.utils.errors import MlicError
+from mlic.utils.errors import CheckpointError, MlicError
 
 LEADING = ("experiment", "model", "img_size", "params_M", "epochs", "s_per_epoch", "best")
 SPLITS = ("valid", "test")
@@ -85,12 +86,24 @@ def _model_results(exp_dir: Path, best: dict[str, Any]) -> dict[str, dict[str, d
     return models
 
 
-def experiment_rows(exp_dir: Path) -> list[dict[str, Any]]:
+def epoch_rows(exp_dir: Path, notes: list[str] | None = None) -> pd.DataFrame | None:
+    """The experiment's metrics.csv (empty when it has none); None, with a note, when it cannot be read."""
+    path = exp_dir / METRICS
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.DataFrame(read_metrics(path))
+    except CheckpointError as e:
+        if notes is not None:
+            notes.append(f"note: {e} (the table leaves its epochs and seconds per epoch empty)")
+        return None
+
+
+def experiment_rows(exp_dir: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """The experiment's row, and its swa and ema rows where swa.py evaluated them; the metric columns
-    are its task's."""
+    are its task's. What could not be read is said in `notes`."""
     state, meta = read_state_dict(exp_dir / MODEL_BEST, "model file")
-    metrics_csv = exp_dir / METRICS
-    epochs = pd.read_csv(metrics_csv) if metrics_csv.is_file() else pd.DataFrame()
+    epochs = epoch_rows(exp_dir, notes)
     best = meta.get("metrics", {})
     img = meta.get("img_size")
     columns = [c for c in get_task(str(meta.get("task", "multi_label"))).columns if c != "loss"]
@@ -99,8 +112,10 @@ def experiment_rows(exp_dir: Path) -> list[dict[str, Any]]:
         "model": meta.get("model_name", ""),
         "img_size": f"{img[0]}x{img[1]}" if img else "",
         "params_M": round(_parameters(state), 2),
-        "epochs": len(epochs),
-        "s_per_epoch": round(float(epochs["time_s"].mean()), 1) if "time_s" in epochs else None,
+        "epochs": None if epochs is None else len(epochs),
+        "s_per_epoch": round(float(epochs["time_s"].mean()), 1)
+        if epochs is not None and "time_s" in epochs
+        else None,
         "best": f"{best.get('stage')} {best.get('epoch')}" if best else "",
         "comment": (config_docstring(exp_dir).strip().splitlines() or [""])[0],
     }
@@ -128,7 +143,7 @@ def compare(folders: Sequence[Path], sort: str | None = None) -> tuple[pd.DataFr
         if not (folder / MODEL_BEST).is_file():
             skipped.append(f"skipped {folder}: no model.best.pth (not a trained experiment)")
             continue
-        rows.extend(experiment_rows(folder))
+        rows.extend(experiment_rows(folder, skipped))
     if not rows:
         raise MlicError(
             f"none of the {len(folders)} path(s) given is a trained experiment folder (one with "

@@ -17,6 +17,7 @@ from mlic.engine.runtime import (
     training_device,
 )
 from mlic.evaluate.report import save_lr_curve, write_lr_report
+from mlic.experiment.lock import experiment_lock
 from mlic.train.lr_finder import range_test
 from mlic.train.prepare import Prepared, prepare
 from mlic.utils.ranks import is_rank_zero
@@ -102,14 +103,15 @@ def run_lr_find(config: Config) -> RangeTestRun:
     results: dict[str, RangeTest] = {}
     if not is_rank_zero():  # under torchrun or SLURM: the first process runs the tests and writes them
         return RangeTestRun(config.experiment_dir, results)
-    run_ = prepare(config)
-    config = run_.config
-    stages = config.resolved_stages()
-    suffixes = suffixes_of(stages)
-    for stage in stages:
-        settings = finder_settings(stage, config.lr_finder)
-        results[stage.name] = stage_range_test(config, run_, stage, settings, suffixes[stage.name])
-    write_lr_report(run_.exp_dir, config, results, suffixes)
+    with experiment_lock(config.experiment_dir):  # one writer: a second run of it stops here
+        run_ = prepare(config)
+        config = run_.config
+        stages = config.resolved_stages()
+        suffixes = suffixes_of(stages)
+        for stage in stages:
+            settings = finder_settings(stage, config.lr_finder)
+            results[stage.name] = stage_range_test(config, run_, stage, settings, suffixes[stage.name])
+        write_lr_report(run_.exp_dir, config, results, suffixes)
     return RangeTestRun(run_.exp_dir, results)
 
 

@@ -101,48 +101,87 @@ class ResumePoint:
     """Where an interrupted run stands: how far each stage got, and the rows of those epochs."""
 
     rows: list[dict[str, Any]]
-    done: dict[str, int]  # epochs of each stage saved in its `<stage>-last.ckpt`
+    done: dict[str, int]  # epochs of each stage saved in the checkpoint it continues from
     complete: set[str]  # stages that ran to their end (all epochs, or an early stop)
+    sources: dict[str, Path]  # the checkpoint of each stage that has one: `<stage>-last.ckpt` or a fallback
+
+
+def stage_checkpoint(folder: Path, stage: str) -> tuple[Path, int] | None:
+    """The checkpoint a stage continues from and the epochs it holds: `<stage>-last.ckpt`, or, when that
+    is missing or damaged, the latest readable `<stage>-epochNN.ckpt` (said in a warning); None when the
+    stage has no checkpoint at all."""
+    last = folder / f"{stage}-last.ckpt"
+    damage = None
+    if last.is_file():
+        try:
+            return last, int(read_info(last).epoch or 0)
+        except CheckpointError as e:
+            damage = e
+    epochs = []
+    for path in folder.glob(f"{stage}-epoch*.ckpt"):
+        try:
+            info = read_info(path)
+        except CheckpointError:
+            continue  # a damaged epoch checkpoint is passed over like a missing one
+        if info.stage in (stage, None) and info.epoch:
+            epochs.append((int(info.epoch), path))
+    if not epochs:
+        if damage is not None:
+            raise damage
+        return None
+    epoch, path = max(epochs)
+    log.warning(
+        "stage %s: %s is %s; continuing from %s, the latest complete epoch checkpoint of the stage "
+        "(epoch %d); the epochs after it run again",
+        stage,
+        last.name,
+        "damaged" if damage else "missing",
+        path.name,
+        epoch,
+    )
+    return path, epoch
 
 
 def resume_point(config: Config) -> ResumePoint:
-    """How far each stage got, by its last checkpoint (saved after every epoch's row of metrics.csv,
-    so a row without a checkpoint belongs to an epoch that will run again and is dropped)."""
+    """How far each stage got, by its checkpoint (saved after every epoch's row of metrics.csv, so a row
+    without a checkpoint belongs to an epoch that will run again and is dropped)."""
     folder = config.experiment_dir / CHECKPOINTS
     stages = config.resolved_stages()
     finished = set(finished_stages(folder))
-    done = {}
+    done, sources = {}, {}
     for stage in stages:
-        last = folder / f"{stage.name}-last.ckpt"
-        done[stage.name] = int(read_info(last).epoch or 0) if last.is_file() else 0
+        found = stage_checkpoint(folder, stage.name)
+        done[stage.name] = found[1] if found else 0
+        if found:
+            sources[stage.name] = found[0]
     complete = {s.name for s in stages if s.name in finished}
     for i, stage in enumerate(stages):  # a stage before one that trained has finished, early or not
         if any(done[later.name] > 0 for later in stages[i + 1 :]):
             complete.add(stage.name)
     rows = read_metrics(config.experiment_dir / METRICS)
     rows = [row for row in rows if row["epoch"] <= done.get(row["stage"], 0)]
-    return ResumePoint(rows, done, complete)
+    return ResumePoint(rows, done, complete, sources)
 
 
 def resume_stage(config: Config, model: nn.Module, point: ResumePoint) -> tuple[int, Path | None]:
     """Index of the first unfinished stage and the checkpoint it continues from (None: it starts afresh
     from the weights the previous stage ended with, loaded into `model` here)."""
     stages = config.resolved_stages()
-    folder = config.experiment_dir / CHECKPOINTS
     for i, stage in enumerate(stages):
         done = point.done.get(stage.name, 0)
         if done >= stage.epochs or stage.name in point.complete:
             continue
         if done > 0:
-            last = folder / f"{stage.name}-last.ckpt"
-            if not last.is_file():
-                raise CheckpointError(f"cannot resume stage {stage.name}: {last} does not exist")
-            log.info("resuming stage %s after epoch %d of %d from %s", stage.name, done, stage.epochs, last)
-            return i, last
+            source = point.sources[stage.name]
+            log.info("resuming stage %s after epoch %d of %d from %s", stage.name, done, stage.epochs, source)
+            return i, source
         if i > 0:
-            previous = folder / f"{stages[i - 1].name}-last.ckpt"
-            if not previous.is_file():
-                raise CheckpointError(f"cannot resume at stage {stage.name}: {previous} does not exist")
+            previous = point.sources.get(stages[i - 1].name)
+            if previous is None:
+                raise CheckpointError(
+                    f"cannot resume at stage {stage.name}: stage {stages[i - 1].name} left no checkpoint in "
+                    f"{config.experiment_dir / CHECKPOINTS}"
+                )
             model.load_state_dict(load_weights(previous))
             log.info("resuming at the start of stage %s with the weights of %s", stage.name, previous)
         return i, None

@@ -33,6 +33,7 @@ from mlic.evaluate.report import write_lr_report, write_report
 from mlic.evaluate.report_page import write_page
 from mlic.experiment.checkpoints import thresholds_file
 from mlic.experiment.files import CHECKPOINTS, MODEL_BEST, MODEL_LAST
+from mlic.experiment.lock import experiment_lock
 from mlic.experiment.results import write_results
 from mlic.models.weights import read_state_dict
 from mlic.tasks import get_task
@@ -211,6 +212,11 @@ def run(config: Config, resume: bool = False) -> TrainingRun:
             "a range-test config (lr_finder=...) trains nothing: run it with run_lr_find(config), or "
             "train.py, which does"
         )
+    with experiment_lock(config.experiment_dir):  # one writer: a second run of it stops here
+        return _train(config, resume)
+
+
+def _train(config: Config, resume: bool) -> TrainingRun:
     run_ = prepare(config, resume=resume)
     config = run_.config
     loaders = build_loaders(config, run_.tables, run_.prep, processes=world_size(config))

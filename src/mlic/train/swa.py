@@ -24,6 +24,7 @@ from mlic.evaluate.report import write_swa_report
 from mlic.evaluate.report_page import write_page
 from mlic.experiment.checkpoints import CheckpointInfo, model_file, moved_note, read_info
 from mlic.experiment.files import CHECKPOINTS, MODEL_BEST, MODEL_EMA, MODEL_SWA
+from mlic.experiment.lock import experiment_lock
 from mlic.experiment.results import write_results
 from mlic.models.build import create_model, frozen_norm_modules, frozen_parameter_names
 from mlic.models.weights import load_weights, read_state_dict, state_differences
@@ -308,6 +309,18 @@ def run_swa(
 ) -> SWARun:
     """Average checkpoints of `config`'s experiment into `model.swa.pth`, re-estimate BatchNorm, and
     compare it with `model.best.pth` (and `model.ema.pth` when present) on valid and test."""
+    with experiment_lock(config.experiment_dir):  # one writer: not while a run writes the folder
+        return _average(config, checkpoints, selection, k, stage, update_bn)
+
+
+def _average(
+    config: Config,
+    checkpoints: Sequence[str | Path] | None,
+    selection: str | None,
+    k: int | None,
+    stage: str | None,
+    update_bn: bool | None,
+) -> SWARun:
     exp_dir = config.experiment_dir
     trained = _open_best(config)
     io.remove_stale_temporaries(exp_dir)  # what a killed run left
