@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -285,3 +287,21 @@ def seg_config(root: Path, name: str = "seg", task: str = "segmentation", **over
     for key, value in overrides.items():
         setattr(config, key, value)
     return config
+
+
+# ------------------------------------------------------------------------- a decompression bomb
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A valid one-colour PNG of width×height pixels (one bit each, so 20000×20000 is a 48 KB file that
+    decodes to 1.2 GB of RGB), whatever `path`'s extension says."""
+    rows = zlib.compress(bytes((width + 7) // 8 + 1) * height, 9)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b"")
+    )
+    return path

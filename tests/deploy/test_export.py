@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 from conftest import REPO, assert_user_error, train_from_file
 
@@ -213,3 +215,77 @@ def test_export_json_describes_what_was_written_when_a_later_format_fails(root_p
         export_experiment(root_path, "model.last.pth", ["torchscript", "export"])
     files = json.loads((root_path / "export.json").read_text())["files"]
     assert files["model.ts"]["weights"] == "model.last.pth"
+
+
+# kill -9 the export once the last format's file is written, before it is checked and moved into place
+KILL_AT = """
+import os, signal, mlic.deploy.export as export
+_run_exported = export.run_exported
+def _kill_at(fmt, path, images):
+    if fmt == {fmt!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _run_exported(fmt, path, images)
+export.run_exported = _kill_at
+"""
+
+
+def test_a_killed_export_leaves_hidden_tmp_files_that_the_next_export_removes(root_path, trained):
+    from mlic.deploy.export import onnx_available
+
+    formats = ["torchscript", "export", "onnx"] if onnx_available() else ["torchscript", "export"]
+    code = KILL_AT.format(fmt=formats[-1]) + (
+        f"import runpy, sys\nsys.argv = ['export.py', 'experiments/export_tiny', '--images', 'data/Images']\n"
+        f"runpy.run_path({str(REPO / 'export.py')!r}, run_name='__main__')\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code], cwd=trained, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    left = sorted(p.name for p in root_path.iterdir() if p.name.startswith("."))
+    # `.<name>.<random>.tmp`, as every other file mlic writes: the finished formats and the one cut short
+    assert [name.split(".")[1:3] for name in left] == sorted(FILES[f].split(".") for f in formats)
+    assert all(re.fullmatch(r"\.model\.(ts|pt2|onnx)\.\w{8}\.tmp", name) for name in left), left
+    export_experiment(root_path, formats=["torchscript"], images=trained / "data" / "Images")
+    assert not [p.name for p in root_path.iterdir() if p.name.startswith(".")]
+
+
+def _model_file(path: Path, model_name: str, classes: list[str], like: Path) -> Path:
+    """A mlic model file of `model_name` for `classes`, its preprocessing copied from the model file `like`."""
+    saved = torch.load(like, weights_only=True)
+    model = timm.create_model(model_name, pretrained=False, num_classes=len(classes))
+    torch.save(
+        {**saved, "state_dict": model.state_dict(), "model_name": model_name, "classes": classes}, path
+    )
+    return path
+
+
+def _train_main(*argv: str) -> int:
+    sys.path.insert(0, str(REPO))
+    try:
+        import train
+    finally:
+        sys.path.remove(str(REPO))
+    return train.main(list(argv))
+
+
+def test_test_with_weights_of_another_architecture_warns_once_and_evaluates_them(
+    root_path, tmp_path, capsys, caplog
+):
+    classes = json.loads((root_path / "classes.json").read_text())
+    other = _model_file(tmp_path / "other.pth", "test_efficientnet", classes, root_path / "model.best.pth")
+    caplog.set_level("WARNING", logger="mlic")
+    assert _train_main("config.py", "--test", "--weights", str(other)) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{other} was trained as 'test_efficientnet', not as the config's 'test_resnet': evaluating it as "
+        f"'test_efficientnet'"
+    ]
+    assert f"{other} on test" in capsys.readouterr().out
+    caplog.clear()
+    assert _train_main("config.py", "--test", "--weights", "model.last.pth") == 0  # the config's own
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_test_with_weights_of_other_classes_is_one_sentence(root_path, tmp_path, capsys):
+    other = _model_file(tmp_path / "other.pth", "test_resnet", ["x", "y", "z"], root_path / "model.best.pth")
+    assert _train_main("config.py", "--test", "--weights", str(other)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {other} was trained on the classes x, y, z, but ") and err.count("\n") == 1
+    assert "use the data it was trained on, or weights trained on these classes" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CLASSES, REPO, assert_user_error, make_dataset, tiny_config
+from conftest import CLASSES, REPO, assert_user_error, make_dataset, tiny_config, write_bomb
 
 from mlic import Stage
 from mlic.data.images import ImageTransform, read_rgb
@@ -214,3 +215,66 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path, capsys, case, expe
     stderr = assert_user_error(_run(capsys, *argv, "--out", "out.csv"))
     assert expected in stderr
     assert not Path("out.csv").exists()
+
+
+class MakesAFolder:
+    """Pickles as a call of `os.makedirs(path)`: loading it without weights_only creates `path` (torch
+    blocks the `os` module outright, and words that refusal apart from other globals')."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.path,))
+
+
+class Settings:
+    """A custom class whose unpickling creates the file its state names."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __setstate__(self, state: dict) -> None:
+        Path(state["marker"]).touch()
+
+
+@pytest.mark.parametrize("payload", [MakesAFolder, Settings], ids=["a call of os.makedirs", "a custom class"])
+def test_a_model_file_holding_code_is_refused_as_code_and_the_code_does_not_run(
+    experiment, images, tmp_path, capsys, payload
+):
+    model = experiment / "model.best.pth"
+    saved = torch.load(model, weights_only=True)
+    torch.save({**saved, "extra": payload(tmp_path / "ran")}, model)
+    stderr = assert_user_error(_run(capsys, experiment, images, "--out", "out.csv"))
+    assert stderr.startswith(
+        f"error: model file {model} holds Python objects beyond tensors, that is code loading would run"
+    )
+    assert not (tmp_path / "ran").exists()
+    assert not Path("out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("text", "cannot be read: it is not a torch file (it starts with text: 'not a model')"),
+        ("truncated", "cannot be read: it is truncated, the file ends before its data does"),
+    ],
+)
+def test_a_damaged_model_file_says_in_words_what_is_wrong(experiment, images, capsys, damage, expected):
+    model = experiment / "model.best.pth"
+    if damage == "text":
+        model.write_text("not a model\n")
+    else:
+        model.write_bytes(model.read_bytes()[:-10])
+    stderr = assert_user_error(_run(capsys, experiment, images, "--out", "out.csv"))
+    assert stderr.startswith(f"error: model file {model} {expected}")
+
+
+def test_a_decompression_bomb_is_a_failure_row_that_says_so(trained, tmp_path: Path):
+    exp_dir, _ = trained
+    bomb = write_bomb(tmp_path / "poster.jpg")
+    model_file = load_model_file(exp_dir / "model.best.pth")
+    thresholds, _ = read_thresholds(exp_dir, model_file.classes, model_file.threshold)
+    row = predict_paths(model_file, [bomb], thresholds, batch_size=4, device="cpu").iloc[0]
+    assert "is 20000×20000 = 400,000,000 pixels, over data.max_image_pixels" in row["error"]
+    assert row["error"].endswith("shrink it, or leave it out")

@@ -142,7 +142,9 @@ def test_two_processes_train_one_experiment_each_rank_on_half_the_batches(tmp_pa
     assert result.returncode == 0, result.stderr
     exp_dir = folder / "experiments" / "ddp"
     assert (exp_dir / "report.md").is_file() and (exp_dir / "thresholds.json").is_file()
-    assert [p.name for p in (folder / "experiments").iterdir()] == ["ddp"]  # no rank moved another's folder
+    assert [p.name for p in (folder / "experiments").iterdir() if not p.name.startswith(".")] == [
+        "ddp"
+    ]  # no rank moved another's folder (.ddp.lock: the first process's lock)
     rows = pd.read_csv(exp_dir / "metrics.csv")
     assert list(rows["epoch"]) == [1, 2]
     assert list(rows["step"]) == [4, 8]  # 32 images in batches of 4, split over 2 processes
@@ -176,7 +178,7 @@ def test_a_simulated_slurm_job_of_two_tasks_trains_one_experiment(tmp_path):
     ]
     outputs = [task.communicate(timeout=600) for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    assert [p.name for p in (folder / "experiments").iterdir()] == ["ddp"]
+    assert [p.name for p in (folder / "experiments").iterdir() if not p.name.startswith(".")] == ["ddp"]
     assert list(pd.read_csv(folder / "experiments" / "ddp" / "metrics.csv")["step"]) == [4, 8]
     assert "experiment folder:" in outputs[0][0] and "experiment folder:" not in outputs[1][0]
 
@@ -385,6 +387,6 @@ def test_resume_on_two_processes_continues_an_interrupted_two_process_run(tmp_pa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = pd.read_csv(exp_dir / "metrics.csv")
     assert list(rows["epoch"]) == [1, 2, 3] and list(rows["step"]) == [4, 8, 12]
-    assert [p.name for p in (folder / "experiments").iterdir()] == ["ddp"]
+    assert [p.name for p in (folder / "experiments").iterdir() if not p.name.startswith(".")] == ["ddp"]
     assert "| test |" in (exp_dir / "report.md").read_text()
     assert resumed.stdout.count("experiment folder:") == 1

@@ -84,6 +84,7 @@ class Data:
     num_iteration_on_epoch: int | None = None
     augmentations: Callable | None = None
     verify_images: bool = True  # decode every image once before training, so a bad one stops the run early
+    max_image_pixels: int | None = 100_000_000  # an image with more (read from its header) is refused
     # decode and resize every image once and keep them in memory: True, False, or "auto" (when they fit)
     cache: bool | Literal["auto"] = "auto"
     cache_memory: float | None = None  # GB the cache may take; None: a quarter of the machine's memory

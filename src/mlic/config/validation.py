@@ -260,6 +260,11 @@ def _check_data(d: Data, where: str) -> None:
         raise ConfigError(
             f"{where}: field 'data.cache_memory' must be a positive number of GB, got {d.cache_memory}"
         )
+    if d.max_image_pixels is not None and d.max_image_pixels < 1:
+        raise ConfigError(
+            f"{where}: field 'data.max_image_pixels' must be a positive number of pixels, or None for no "
+            f"limit, got {d.max_image_pixels}"
+        )
     if not 0.0 < d.data_fraction <= 1.0:
         raise ConfigError(
             f"{where}: field 'data.data_fraction' must be above 0 and at most 1, got {d.data_fraction}"

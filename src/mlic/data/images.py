@@ -1,11 +1,13 @@
-"""Images: reading (RGB, one clear sentence for a file that is not an image), antialiased resizing, and
-the transform from an image to a model input (`Preprocessing`, what a model expects; `ImageTransform`)."""
+"""Images: reading (RGB, one clear sentence for a file that is not an image or has more pixels than
+`data.max_image_pixels`), antialiased resizing, and the transform from an image to a model input
+(`Preprocessing`, what a model expects; `ImageTransform`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from struct import error as StructError
 
 import albumentations as A
 import cv2
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mlic.config.schema import Data
 from mlic.utils.errors import ConfigError, DataError
 
 # `augmentations=` takes an albumentations pipeline, or any callable on an HxWx3 uint8 array
@@ -60,8 +63,61 @@ def list_folder(folder: Path) -> list[Path]:
     return images
 
 
-def read_rgb(path: str) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 RGB array (grey and RGBA images included)."""
+# what a plugin of Pillow raises on a header that is not its format (Pillow's `Image.open` catches the same)
+_NOT_THIS_FORMAT = (SyntaxError, IndexError, TypeError, ValueError, KeyError, EOFError, OSError, StructError)
+
+
+def pixel_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of an image file, read from its header without decoding it, whatever its name's
+    extension; None where the file cannot be opened or Pillow knows no such header.
+
+    Pillow's format plugins are asked one by one, as `Image.open` does, but without `Image.open`'s own
+    decompression-bomb check: it raises above its fixed limit (about 179 megapixels) without saying the
+    size, and warns from half of it; the limit here is `data.max_image_pixels` (`too_many_pixels`)."""
+    Image.init()
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(16)
+            for name in list(Image.ID):
+                factory, accept = Image.OPEN[name]
+                try:
+                    known = accept is None or accept(prefix)
+                    if known and not isinstance(known, str):  # a string is Pillow's warning: not this format
+                        f.seek(0)
+                        return factory(f, str(path)).size
+                except _NOT_THIS_FORMAT:
+                    continue
+    except OSError:
+        return None
+    return None
+
+
+RAISE_LIMIT = "shrink or remove it, or raise data.max_image_pixels (None turns the check off)"
+
+
+def too_many_pixels(
+    path: str | Path, max_pixels: int | None, what: str = "image", fix: str = RAISE_LIMIT
+) -> str | None:
+    """The sentence that refuses the image (or mask: `what`) at `path` when its header says it has more
+    than `max_pixels` pixels, before a decoder allocates them all (a decompression bomb: a small file that
+    decodes to gigabytes); None when it has no more, when `max_pixels` is None or the header is unknown."""
+    size = None if max_pixels is None else pixel_size(path)
+    if size is None or size[0] * size[1] <= max_pixels:
+        return None
+    w, h = size
+    return (
+        f"{what} {path} is {w}×{h} = {w * h:,} pixels, over data.max_image_pixels ({max_pixels:,}): a "
+        f"decompression bomb, or far larger than training needs; {fix}"
+    )
+
+
+def read_rgb(path: str, max_pixels: int | None = Data.max_image_pixels) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 RGB array (grey and RGBA images included); an image with
+    more than `max_pixels` pixels (by default the default of `data.max_image_pixels`) is refused from its
+    header, before it is decoded."""
+    refused = too_many_pixels(path, max_pixels)
+    if refused:
+        raise DataError(refused)
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(f"image {path} cannot be decoded; replace or remove it from the label table")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from mlic.config.schema import Config, Data
 from mlic.data.images import ImageTransform, Preprocessing, read_rgb
 from mlic.data.masks import Masks
-from mlic.data.tables import LabelTable
+from mlic.data.tables import LabelTable, ids_name_files, shared_images
 from mlic.utils.errors import DataError
 from mlic.utils.progress import progress
 from mlic.utils.ranks import process_index
@@ -73,17 +73,22 @@ def verify_images(tables: dict[str, LabelTable], show_progress: bool = True) -> 
 
 
 def split_warnings(tables: dict[str, LabelTable]) -> list[str]:
-    """What is legal but probably wrong about the splits: an id in two of them, a class without positives."""
+    """What is legal but probably wrong about the splits: an image in two of them (`shared_images`), a
+    class without positives."""
     notes = []
     names = list(tables)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            shared = sorted(set(tables[a].ids) & set(tables[b].ids))
-            if shared:
-                notes.append(
-                    f"{len(shared)} id(s) are in both {a} and {b} (first: {shared[0]}): the {b} metrics "
-                    f"score images the model may have trained on"
-                )
+            shared = shared_images(tables[a], tables[b])
+            if not shared:
+                continue
+            what = "id(s) are" if ids_name_files(tables[a], tables[b]) else "image(s) are"
+            id_a, id_b = shared[0]
+            first = id_a if id_a == id_b else f"{id_a} in {a}, identical to {id_b} in {b}"
+            notes.append(
+                f"{len(shared)} {what} in both {a} and {b} (first: {first}): the {b} metrics score images "
+                f"the model may have trained on"
+            )
     for name, table in tables.items():
         empty = [c for c, n in zip(table.classes, table.targets.sum(0)) if n == 0]
         if empty:
@@ -103,6 +108,7 @@ class ImageDataset(Dataset):
         targets: np.ndarray,
         transform: ImageTransform,
         images: np.ndarray | None = None,
+        max_pixels: int | None = Data.max_image_pixels,
     ) -> None:
         self.paths = np.asarray(paths)
         self.targets = torch.tensor(np.array(targets, dtype=np.float32))
@@ -111,6 +117,7 @@ class ImageDataset(Dataset):
             images  # the decoded-image cache of this split (`mlic.data.cache`), or None: read each time
         )
         self.process = 0  # which process of a multi-process job reads it (`runtime.process_index`)
+        self.max_pixels = max_pixels  # `data.max_image_pixels`: a larger image is refused before decoding
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -118,27 +125,38 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.images is not None:  # a copy: augmentations may edit the image in place
             return self.transform(self.images[index].copy()), self.targets[index]
-        return self.transform(read_rgb(str(self.paths[index]))), self.targets[index]
+        return self.transform(read_rgb(str(self.paths[index]), self.max_pixels)), self.targets[index]
 
 
 class MaskDataset(ImageDataset):
     """Images and their masks (segmentation); items are (CHW float tensor, C×H×W float mask), both
     through the same resizing and augmentations (`ImageTransform.pair`)."""
 
-    def __init__(self, paths: np.ndarray, masks: Masks, transform: ImageTransform) -> None:
-        super().__init__(paths, np.zeros((len(paths), 0), dtype=np.float32), transform)
+    def __init__(
+        self,
+        paths: np.ndarray,
+        masks: Masks,
+        transform: ImageTransform,
+        max_pixels: int | None = Data.max_image_pixels,
+    ) -> None:
+        empty = np.zeros((len(paths), 0), dtype=np.float32)
+        super().__init__(paths, empty, transform, max_pixels=max_pixels)
         self.masks = masks
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, mask = self.transform.pair(read_rgb(str(self.paths[index])), self.masks[index])
+        image = read_rgb(str(self.paths[index]), self.max_pixels)
+        x, mask = self.transform.pair(image, self.masks[index])
         return x, self.masks.target(mask)
 
 
-def dataset_of(table: LabelTable, transform: ImageTransform) -> ImageDataset:
-    """The Dataset of a split: its images with their targets, or with their masks."""
+def dataset_of(
+    table: LabelTable, transform: ImageTransform, max_pixels: int | None = Data.max_image_pixels
+) -> ImageDataset:
+    """The Dataset of a split: its images with their targets, or with their masks; an image with more
+    than `max_pixels` pixels (`data.max_image_pixels`) is refused from its header."""
     if table.masks is not None:
-        return MaskDataset(table.paths, table.masks, transform)
-    return ImageDataset(table.paths, table.targets, transform, table.images)
+        return MaskDataset(table.paths, table.masks, transform, max_pixels)
+    return ImageDataset(table.paths, table.targets, transform, table.images, max_pixels)
 
 
 # ---------------------------------------------------------------------------------- sampling, workers
@@ -213,7 +231,7 @@ def make_loader(
     With `processes` > 1 (DDP, which hands each process its share of the sampler's indices) the
     iteration sampler yields that many times more, so every process still takes
     `num_iteration_on_epoch` batches: the job makes that many optimizer steps per epoch."""
-    dataset = dataset_of(table, transform)
+    dataset = dataset_of(table, transform, cfg.max_image_pixels)
     if train:
         dataset.process = process_index()  # for the workers' seeds
         transform.reseed(process_seed(seed, dataset.process))  # used as is when num_workers=0; workers reseed
@@ -261,7 +279,7 @@ def build_loaders(
     """Train loader (augmented, shuffled; see `make_loader` for `processes`) and plain loaders for valid/test."""
     train_tf = prep.transform(config.data.augmentations)
     # one image through the train transform now, so a broken augmentation stops before training
-    dataset_of(tables["train"], copy.deepcopy(train_tf))[0]
+    dataset_of(tables["train"], copy.deepcopy(train_tf), config.data.max_image_pixels)[0]
     train = make_loader(
         tables["train"], train_tf, config.data, train=True, seed=config.seed, processes=processes
     )

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from mlic.config.schema import Data
-from mlic.data.images import list_folder
+from mlic.data.images import list_folder, pixel_size, too_many_pixels
 from mlic.data.labels import image_paths, read_label_csv
 from mlic.utils.errors import DataError
 
@@ -35,16 +35,20 @@ MASK_SUFFIX = ".png"
 # ------------------------------------------------------------------------------------------ masks
 
 
-def decode_mask(path: str | Path) -> np.ndarray:
-    """A mask PNG's pixel values, H×W (a palette PNG gives its palette indices; an RGB mask must be grey)."""
+def decode_mask(path: str | Path, max_pixels: int | None = Data.max_image_pixels) -> np.ndarray:
+    """A mask PNG's pixel values, H×W (a palette PNG gives its palette indices; an RGB mask must be grey);
+    a mask with more than `max_pixels` pixels (`data.max_image_pixels`) is refused before it is decoded."""
     path = Path(path)
+    refused = too_many_pixels(path, max_pixels, "mask")
+    if refused:
+        raise DataError(refused)
     try:
         with Image.open(path) as image:
             mode = image.mode
             values = np.array(image)
     except FileNotFoundError:
         raise DataError(f"mask {path} does not exist; every image needs its mask of the same name") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # Pillow's own limit, past ours
         raise DataError(f"mask {path} cannot be decoded ({e}); replace it") from None
     if values.ndim == 3:
         if mode in ("LA", "RGBA") or not (values[..., :3] == values[..., :1]).all():
@@ -56,13 +60,15 @@ def decode_mask(path: str | Path) -> np.ndarray:
     return values
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """(height, width) of an image file, from its header."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, ValueError):
-        raise DataError(f"image {path} cannot be decoded; replace or remove it") from None
+def image_size(path: str, max_pixels: int | None = Data.max_image_pixels) -> tuple[int, int]:
+    """(height, width) of an image file, from its header; more than `max_pixels` pixels is refused."""
+    refused = too_many_pixels(path, max_pixels)
+    if refused:
+        raise DataError(refused)
+    size = pixel_size(path)
+    if size is None:
+        raise DataError(f"image {path} cannot be decoded; replace or remove it")
+    return size[1], size[0]
 
 
 def class_values(cfg_classes: list[str] | dict[str, int] | None, classes: list[str]) -> np.ndarray:
@@ -97,10 +103,17 @@ def onehot(index: np.ndarray, num_classes: int) -> np.ndarray:
 class MaskReader:
     """Reads one image's mask as class indices (H×W, multi-class) or 0/1 channels (H×W×C, multi-label)."""
 
-    def __init__(self, classes: list[str], values: np.ndarray | None, multilabel: bool) -> None:
+    def __init__(
+        self,
+        classes: list[str],
+        values: np.ndarray | None,
+        multilabel: bool,
+        max_pixels: int | None = Data.max_image_pixels,
+    ) -> None:
         self.classes = classes
         self.values = values
         self.multilabel = multilabel
+        self.max_pixels = max_pixels  # `data.max_image_pixels`: a larger mask is refused before decoding
 
     def paths(self, mask: str) -> list[str]:
         """The files of one mask entry: itself, or for multi-label `<its folder>/<class>/<its name>`."""
@@ -112,12 +125,13 @@ class MaskReader:
     def __call__(self, mask: str) -> np.ndarray:
         if self.multilabel:
             files = self.paths(mask)
-            channels = [decode_mask(p) > 0 for p in files]
+            channels = [decode_mask(p, self.max_pixels) > 0 for p in files]
             shapes = {c.shape for c in channels}
             if len(shapes) > 1:
                 raise DataError(f"the class masks of {files[0]} differ in size: {sorted(shapes)}")
             return np.stack(channels, axis=-1).astype(np.uint8)
-        return index_of(decode_mask(mask), self.values, mask, self.classes).astype(np.uint8)
+        values = decode_mask(mask, self.max_pixels)
+        return index_of(values, self.values, mask, self.classes).astype(np.uint8)
 
     def target(self, mask: np.ndarray) -> np.ndarray:
         """A read (and transformed) mask as the C×H×W float target."""
@@ -170,7 +184,7 @@ def _split_files(path: Path, cfg: Data) -> tuple[np.ndarray, np.ndarray, list[st
     return ids, image_paths(ids, cfg), [str(mask_dir / cfg.mask_pattern.format(id=i)) for i in ids]
 
 
-def _found_classes(masks: list[str], multilabel: bool, workers: int) -> list[str]:
+def _found_classes(masks: list[str], multilabel: bool, workers: int, max_pixels: int | None) -> list[str]:
     """The classes of a train split without `data.classes`: the values in its masks, or the class folders."""
     if multilabel:
         folder = Path(masks[0]).parent
@@ -183,7 +197,7 @@ def _found_classes(masks: list[str], multilabel: bool, workers: int) -> list[str
         return subs
     with ThreadPoolExecutor(max_workers=workers) as pool:
         found = set()
-        for values in pool.map(lambda m: np.unique(decode_mask(m)), masks):
+        for values in pool.map(lambda m: np.unique(decode_mask(m, max_pixels)), masks):
             found.update(values.tolist())
     return [str(v) for v in sorted(found)]
 
@@ -196,15 +210,15 @@ def segmentation_labels(path: Path, cfg: Data, classes: list[str] | None, multil
     ids, paths, masks = _split_files(path, cfg)
     workers = min(8, os.cpu_count() or 1)
     if classes is None and cfg.classes is None:
-        classes = _found_classes(masks, multilabel, workers)
+        classes = _found_classes(masks, multilabel, workers, cfg.max_image_pixels)
     classes = [str(c) for c in (classes if classes is not None else cfg.classes)]  # a dict's names
     values = None if multilabel else class_values(cfg.classes, classes)
-    reader = MaskReader(classes, values, multilabel)
+    reader = MaskReader(classes, values, multilabel, cfg.max_image_pixels)
 
     def share(i: int) -> np.ndarray:
+        h, w = image_size(paths[i], cfg.max_image_pixels)  # the image's header first: it may be a bomb
         mask = reader(masks[i])
-        if mask.shape[:2] != image_size(paths[i]):
-            h, w = image_size(paths[i])
+        if mask.shape[:2] != (h, w):
             raise DataError(
                 f"mask {reader.paths(masks[i])[0]} is {mask.shape[1]}×"
                 f"{mask.shape[0]} pixels but its image {paths[i]} is {w}×{h}; a mask has its image's size"

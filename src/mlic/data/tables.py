@@ -4,8 +4,11 @@ tasks themselves read nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,6 +18,7 @@ import cv2
 import numpy as np
 
 from mlic.config.schema import Data
+from mlic.data.images import too_many_pixels
 from mlic.data.labels import (
     class_names,
     folder_labels,
@@ -105,8 +109,9 @@ READERS: dict[str, Callable[[Path, Data, list[str] | None], LabelTable]] = {
 }
 
 
-def check_images(table: LabelTable) -> None:
-    """Stop before training if images listed in the table are missing or not images at all."""
+def check_images(table: LabelTable, max_pixels: int | None = Data.max_image_pixels) -> None:
+    """Stop before training if images listed in the table are missing, not images at all, or, by their
+    headers, have more than `max_pixels` pixels (`data.max_image_pixels`: none is decoded here)."""
     missing = [p for p in table.paths if not Path(p).is_file()]
     if missing:
         names = ", ".join(Path(p).name for p in missing[:3])
@@ -122,6 +127,42 @@ def check_images(table: LabelTable) -> None:
             f"{len(unreadable)} of {len(table)} images listed in {table.source} are not readable images "
             f"(first: {names}); replace them or remove their rows"
         )
+    if max_pixels is None:
+        return
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        refused = [r for r in pool.map(lambda p: too_many_pixels(p, max_pixels), table.paths) if r]
+    if refused:
+        more = len(refused) - 1
+        raise DataError(
+            refused[0] + (f"; {more} more listed in {table.source} are over it too" if more else "")
+        )
+
+
+def ids_name_files(a: LabelTable, b: LabelTable) -> bool:
+    """Whether one id names one image file in both splits: two label tables (CSVs) take every image from
+    `data.images`. A folder split's ids are file names in its own folder, so another split may use them
+    for other images."""
+    return not a.source.is_dir() and not b.source.is_dir()
+
+
+def _digest(path: str) -> bytes:
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).digest()
+
+
+def shared_images(a: LabelTable, b: LabelTable) -> list[tuple[str, str]]:
+    """The images in both splits as (id in `a`, id in `b`), sorted: the same ids for two label tables
+    (`ids_name_files`); otherwise files with the same bytes, whatever their names (only files of equal
+    size are read and hashed)."""
+    if ids_name_files(a, b):
+        return [(i, i) for i in sorted(set(a.ids) & set(b.ids))]
+    sizes_a, sizes_b = ([os.path.getsize(p) for p in t.paths] for t in (a, b))
+    both = set(sizes_a) & set(sizes_b)
+    rows_a = [k for k, n in enumerate(sizes_a) if n in both]
+    rows_b = [k for k, n in enumerate(sizes_b) if n in both]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        digests_a = list(pool.map(_digest, a.paths[rows_a]))
+        in_b = dict(zip(pool.map(_digest, b.paths[rows_b][::-1]), b.ids[rows_b][::-1]))  # the first id wins
+    return sorted((str(a.ids[k]), str(in_b[d])) for k, d in zip(rows_a, digests_a) if d in in_b)
 
 
 def train_fraction(table: LabelTable, fraction: float, seed: int) -> LabelTable:
@@ -167,5 +208,5 @@ def read_splits(cfg: Data, seed: int = 0, task: str | Task = "multi_label") -> d
     if cfg.test:
         tables["test"] = read_table(root / cfg.test, cfg, classes, task)
     for table in tables.values():
-        check_images(table)
+        check_images(table, cfg.max_image_pixels)
     return tables

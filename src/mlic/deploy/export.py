@@ -12,7 +12,6 @@ import contextlib
 import io as _io
 import json
 import logging
-import os
 import shutil
 import time
 import warnings
@@ -30,6 +29,7 @@ from mlic.data.tables import read_table
 from mlic.evaluate.evaluation import TrainedModel, open_experiment, probabilities
 from mlic.experiment.checkpoints import ModelFile
 from mlic.experiment.files import CONFIG_COPY, EXPORT, MODEL_BEST, THRESHOLDS
+from mlic.experiment.lock import experiment_lock
 from mlic.tasks import get_task
 from mlic.utils import io
 from mlic.utils.errors import ConfigError, MlicError, WriteError
@@ -115,7 +115,8 @@ def _write(fmt: str, module: Deployable, example: torch.Tensor, path: Path) -> N
             program = torch.export.export(
                 module, (example,), dynamic_shapes={"images": {0: torch.export.Dim.AUTO}}
             )
-            torch.export.save(program, str(path))
+            with open(path, "wb") as f:  # a file object: torch warns about a name not ending in .pt2
+                torch.export.save(program, f)
         else:
             torch.onnx.export(
                 module,
@@ -136,7 +137,8 @@ def run_exported(fmt: str, path: Path, images: torch.Tensor) -> np.ndarray:
         if fmt == "torchscript":
             return torch.jit.load(str(path)).eval()(images).numpy()
         if fmt == "export":
-            return torch.export.load(str(path)).module()(images).numpy()
+            with open(path, "rb") as f:
+                return torch.export.load(f).module()(images).numpy()
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -150,8 +152,8 @@ def _export_to_temporary(
     module = Deployable(mf.model, mf.prep.mean, mf.prep.std, mf.task).eval()
     # traced on 2 images (one repeated if need be), checked on all: the batch size stays free
     example = images[:2] if len(images) >= 2 else images[:1].repeat(2, 1, 1, 1)
-    # hidden, ".tmp" in its name (cleaned by the next run), the format's extension last (the exporters check it)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    # `.model.pt2.<random>.tmp`: the next export removes it if this one is killed
+    tmp = io.temporary_path(path)
     try:
         _write(fmt, module, example, tmp)
         got = run_exported(fmt, tmp, images)
@@ -170,6 +172,9 @@ def _export_to_temporary(
         raise ExportError(
             f"{LABELS[fmt]} export of {mf.model_name} failed: {type(e).__name__}: {e}"
         ) from None
+    except BaseException:  # Ctrl-C, SIGTERM: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ------------------------------------------------------------------------------------- experiment
@@ -249,6 +254,13 @@ def export_experiment(
 ) -> dict[str, Path]:
     """Export `weights` of an experiment to each format (checked against eager) and write `export.json`."""
     exp_dir = Path(exp_dir)
+    with experiment_lock(exp_dir, create=False):  # one writer: not while a run writes the folder
+        return _export(exp_dir, weights, formats, images, num_check)
+
+
+def _export(
+    exp_dir: Path, weights: str | Path, formats: Sequence[str], images: Path | None, num_check: int
+) -> dict[str, Path]:
     trained = open_experiment(exp_dir, weights)
     mf = trained.model_file
     remove_stale_temporaries(exp_dir)
@@ -311,7 +323,7 @@ def _install(
     (exp_dir / EXPORT).unlink(missing_ok=True)
     written = {}
     for fmt, tmp in ready.items():
-        os.replace(tmp, exp_dir / FILES[fmt])
+        io.move_into_place(tmp, exp_dir / FILES[fmt])
         written[fmt] = exp_dir / FILES[fmt]
         log.info("%s: %s", fmt, written[fmt])
     _write_export_json(exp_dir, trained, {n: e for n, e in files.items() if (exp_dir / n).is_file()})

@@ -20,7 +20,15 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from mlic.data.images import IMAGE_EXTENSIONS, ImageTransform, list_folder, read_rgb, resize_nearest
+from mlic.config.schema import Data
+from mlic.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageTransform,
+    list_folder,
+    read_rgb,
+    resize_nearest,
+    too_many_pixels,
+)
 from mlic.data.labels import read_csv_file
 from mlic.engine.runtime import device_for
 from mlic.evaluate.evaluation import probabilities
@@ -105,6 +113,9 @@ def _load(path: Path, transform: ImageTransform) -> tuple[torch.Tensor, tuple[in
         raise DataError(f"image {path} does not exist")
     if not path.is_file():
         raise DataError(f"image {path} is not a file")
+    refused = too_many_pixels(path, Data.max_image_pixels, fix="shrink it, or leave it out")
+    if refused:
+        raise DataError(refused)
     try:
         image = read_rgb(str(path))
     except DataError:

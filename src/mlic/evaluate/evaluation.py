@@ -195,7 +195,8 @@ def open_experiment(
     if tables["train"].classes != mf.classes:
         raise DataError(
             f"{path} was trained on the classes {', '.join(mf.classes)}, but {config.data.train} has "
-            f"{', '.join(tables['train'].classes)}; use the data the experiment was trained on"
+            f"{', '.join(tables['train'].classes)}; use the data it was trained on, or weights trained on "
+            f"these classes"
         )
     setup_loss(config.loss, tables["train"], mf.classes, config.task)
     return TrainedModel(exp_dir, path, mf, tables)
@@ -216,6 +217,14 @@ def evaluate_split(config: Config, split: str, weights: str | Path | None = None
     """Evaluate a model file of the experiment (default `model.best.pth`) on `split` (`--validate`, `--test`)."""
     trained = open_experiment(config.experiment_dir, weights or MODEL_BEST, config)
     mf, tables = trained.model_file, trained.tables
+    if mf.model_name != config.model.name:  # it runs as saved; the numbers are not the config's model's
+        log.warning(
+            "%s was trained as %r, not as the config's %r: evaluating it as %r",
+            trained.path,
+            mf.model_name,
+            config.model.name,
+            mf.model_name,
+        )
     if split not in tables:
         raise ConfigError(f"the config has no {split} split (data.{split} is None)")
     loaders = {split: make_loader(tables[split], mf.prep.transform(), config.data, train=False)}

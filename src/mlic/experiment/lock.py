@@ -16,9 +16,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from mlic.utils.errors import MlicError
+from mlic.utils.errors import MlicError, WriteError
+from mlic.utils.io import os_error_cause
 from mlic.utils.ranks import is_rank_zero
-
 
 HELD: set[Path] = set()  # the folders this process holds: a nested call (a range test in a run) holds on
 
@@ -33,6 +33,14 @@ def lock_paths(exp_dir: Path) -> tuple[Path, Path]:
     return exp_dir.parent / f".{exp_dir.name}.lock", exp_dir.parent / f".{exp_dir.name}.lock.json"
 
 
+def unwritable(exp_dir: Path, e: OSError) -> WriteError:
+    """The sentence for an experiment folder that cannot be made (read-only, a file in the path)."""
+    return WriteError(
+        f"cannot create the experiment folder {exp_dir}: {os_error_cause(e)}; set output_dir to a folder "
+        f"you can write (--set output_dir=...)"
+    )
+
+
 def _holder(note: Path) -> str:
     try:
         who = json.loads(note.read_text(encoding="utf-8"))
@@ -42,23 +50,27 @@ def _holder(note: Path) -> str:
 
 
 @contextlib.contextmanager
-def experiment_lock(exp_dir: Path) -> Iterator[None]:
+def experiment_lock(exp_dir: Path, create: bool = True) -> Iterator[None]:
     """Hold the experiment's lock for the block; raise `ExperimentBusy` at once when another process
-    holds it. With several processes (DDP) only the first takes it: the others write through it."""
+    holds it. With several processes (DDP) only the first takes it: the others write through it. With
+    `create` False (a command that reads an existing experiment) a missing folder is not made for the
+    lock: the block runs unlocked and says itself what is missing."""
     key = exp_dir.resolve()
-    if not is_rank_zero() or key in HELD:
+    lock_file, note = lock_paths(exp_dir)
+    if not is_rank_zero() or key in HELD or not (create or exp_dir.is_dir()):
         yield
         return
-    lock_file, note = lock_paths(exp_dir)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(lock_file, timeout=0)
     try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout:
         raise ExperimentBusy(
             f"experiment {exp_dir} is being written by another run: {_holder(note)}; wait for it to end, "
             f"or give this run another experiment_name (--set experiment_name=...)"
         ) from None
+    except OSError as e:  # (Timeout is one too: it comes first)
+        raise unwritable(exp_dir, e) from None
     try:
         who = {
             "pid": os.getpid(),
@@ -75,4 +87,4 @@ def experiment_lock(exp_dir: Path) -> Iterator[None]:
         lock.release()
 
 
-__all__ = ["ExperimentBusy", "experiment_lock", "lock_paths"]
+__all__ = ["ExperimentBusy", "experiment_lock", "lock_paths", "unwritable"]

@@ -1,9 +1,13 @@
-"""Any weights file as bare weights: `read_state_dict` (a safe, weights-only load with one clear sentence
-for a file that is not one), `load_weights`, and `state_differences`, the one check of whether two sets of
-weights fit each other."""
+"""Any weights file as bare weights: `read_state_dict` (a safe, weights-only load; a file it cannot read
+gets one sentence from `unreadable`: pickled code, text, empty, truncated), `load_weights`, and
+`state_differences`, the one check of whether two sets of weights fit each other."""
 
 from __future__ import annotations
 
+import pickle
+import pickletools
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +16,13 @@ from typing import Any
 import torch
 
 from mlic.utils.errors import CheckpointError
+from mlic.utils.io import os_error_cause
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format is a zip archive
+LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)  # how older torch files start
+LFS_POINTER = "version https://git-lfs"  # what a clone without Git LFS holds instead of the weights
+# what a legacy (non-zip) torch file imports to rebuild tensors and state dicts
+TORCH_OWN = ("torch.", "collections.OrderedDict")
 
 
 def read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -21,8 +32,10 @@ def read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dic
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same sentence
+        with warnings.catch_warnings():  # a pickle not written by torch.save: its error says all there is
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every unreadable file gets a sentence saying why
         raise CheckpointError(unreadable(what, path, e)) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]
@@ -40,16 +53,107 @@ def read_state_dict(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dic
 
 
 def unreadable(what: str, path: Path, e: Exception) -> str:
-    """Why a file could not be loaded, in one sentence (torch's refusal of pickled code included)."""
-    if "Unsupported global" in str(e):  # torch's weights-only loader refused a pickled object
+    """Why a file could not be loaded, in one sentence. It is told from the exception's type and the file
+    itself (read again as bytes, nothing run), never from torch's wording, which changes between releases."""
+    path = Path(path)
+    name = f"{what} {path}"
+    code = pickled_code(path) if isinstance(e, pickle.UnpicklingError) else []
+    if code:  # torch's weights-only unpickler refused to import these: loading would have run them
+        shown = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
         return (
-            f"{what} {path} holds Python objects beyond tensors, that is code loading would run; mlic "
+            f"{name} holds Python objects beyond tensors, that is code loading would run ({shown}); mlic "
             f"loads weights only and does not load it: save its state_dict (torch.save(model.state_dict(), ...))"
         )
-    if "Weights only load failed" in str(e):
-        return f"{what} {path} cannot be read as torch weights (not a torch file, or a damaged one)"
+    what_is_wrong = _damage(path, _head(path), e)
+    if what_is_wrong is not None:
+        return f"{name} cannot be read: {what_is_wrong}"
+    if isinstance(e, pickle.UnpicklingError):
+        return f"{name} cannot be read as torch weights (not a torch file, or a damaged one)"
+    if isinstance(e, OSError):
+        return f"{name} cannot be read: {os_error_cause(e)}"
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{what} {path} cannot be read as torch weights ({type(e).__name__}: {first})"
+    return f"{name} cannot be read as torch weights ({type(e).__name__}: {first})"
+
+
+def _damage(path: Path, head: bytes | None, e: Exception) -> str | None:
+    """What is wrong with a file torch could not read, seen from its first bytes: empty, text, truncated."""
+    if head is None:  # it cannot be opened either: the OSError says why
+        return None
+    if head == b"":
+        return "it is empty (0 bytes); copy or download it again"
+    text = _leading_text(head)
+    if text is not None:
+        if text.startswith(LFS_POINTER):
+            return "it is a Git LFS pointer, not the weights it points to; fetch them with git lfs pull"
+        return f"it is not a torch file (it starts with text: {text[:40]!r})"
+    again = "; copy or download it again"
+    if (head.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(path)) or isinstance(e, EOFError):
+        # a zip archive's directory is at its end: without it, the file was cut short
+        return f"it is truncated, the file ends before its data does ({path.stat().st_size} bytes){again}"
+    if head.startswith(LEGACY_MAGIC):
+        return f"it is a torch file of the old (pre-1.6) format, truncated or damaged{again}"
+    return None
+
+
+def _head(path: Path, n: int = 512) -> bytes | None:
+    """The first `n` bytes of a file (None when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return None
+
+
+def _leading_text(head: bytes) -> str | None:
+    """The first line of `head` when the file starts with text (UTF-8, printable), else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not merely a character cut at the end of `head`
+            return None
+        text = head[: error.start].decode("utf-8")
+    if not text.strip() or not all(c.isprintable() or c in "\r\n\t" for c in text):
+        return None
+    return text.strip().splitlines()[0]
+
+
+def pickled_code(path: Path) -> list[str]:
+    """The Python objects (`module.name`) a file's pickle would import beyond the tensors torch's
+    weights-only loader allows: read statically, so nothing is imported or run. Empty when there are none
+    or the file is no pickle."""
+    try:
+        if zipfile.is_zipfile(path):  # torch.save's format: torch reads its own allow-list
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        return sorted(g for g in _stream_globals(path) if not g.startswith(TORCH_OWN))
+    except (OSError, ValueError, RuntimeError, KeyError):
+        return []
+
+
+def _stream_globals(path: Path, max_pickles: int = 8) -> set[str]:
+    """`module.name` of each global the pickles at the start of a file import (a legacy torch file is
+    several pickles, then raw tensor bytes, where reading stops)."""
+    found: set[str] = set()
+    with open(path, "rb") as f:
+        for _ in range(max_pickles):
+            pushed: list[Any] = []  # what each opcode pushed, None where not a string (enough for globals)
+            memo: dict[int, Any] = {}
+            try:
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name == "GLOBAL" or op.name == "INST":
+                        found.add(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(pushed) >= 2:
+                        found.add(f"{pushed[-2]}.{pushed[-1]}")
+                    elif op.name == "MEMOIZE":
+                        memo[len(memo)] = pushed[-1] if pushed else None
+                    elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                        memo[arg] = pushed[-1] if pushed else None
+                    elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                        pushed.append(memo.get(arg))
+                    elif op.name not in ("PROTO", "FRAME", "STOP"):
+                        pushed.append(arg if isinstance(arg, str) else None)
+            except ValueError:  # not a pickle (any more): the tensors' bytes, or no pickle at all
+                break
+    return found
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -131,10 +131,10 @@ def check_inputs(config: Config, resume: bool = False) -> Checked:
     return Checked(config, tables, classes, prep, model, prior_loss)
 
 
-def prepare(config: Config, resume: bool = False) -> Prepared:
-    """Check the run's inputs (`check_inputs`), then open the experiment folder (a new one, or with
-    `resume` the interrupted one, kept as it is)."""
-    checked = check_inputs(config, resume)
+def prepare(config: Config, resume: bool = False, checked: Checked | None = None) -> Prepared:
+    """Check the run's inputs (`check_inputs`, unless `checked` holds what it returned), then open the
+    experiment folder (a new one, or with `resume` the interrupted one, kept as it is)."""
+    checked = checked or check_inputs(config, resume)
     config, tables, prep = checked.config, checked.tables, checked.prep
     notes = split_warnings(tables)
     for note in notes:

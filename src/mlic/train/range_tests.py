@@ -19,7 +19,7 @@ from mlic.engine.runtime import (
 from mlic.evaluate.report import save_lr_curve, write_lr_report
 from mlic.experiment.lock import experiment_lock
 from mlic.train.lr_finder import range_test
-from mlic.train.prepare import Prepared, prepare
+from mlic.train.prepare import Prepared, check_inputs, prepare
 from mlic.utils.ranks import is_rank_zero
 
 log = logging.getLogger("mlic")
@@ -103,8 +103,9 @@ def run_lr_find(config: Config) -> RangeTestRun:
     results: dict[str, RangeTest] = {}
     if not is_rank_zero():  # under torchrun or SLURM: the first process runs the tests and writes them
         return RangeTestRun(config.experiment_dir, results)
+    checked = check_inputs(config)  # a bad input stops here: no lock file, no folder
     with experiment_lock(config.experiment_dir):  # one writer: a second run of it stops here
-        run_ = prepare(config)
+        run_ = prepare(config, checked=checked)
         config = run_.config
         stages = config.resolved_stages()
         suffixes = suffixes_of(stages)

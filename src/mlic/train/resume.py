@@ -16,9 +16,10 @@ from mlic.config.loading import config_copy_text
 from mlic.config.schema import Config
 from mlic.experiment.checkpoints import read_info, read_metrics
 from mlic.experiment.files import CHECKPOINTS, CONFIG_COPY, METRICS, REPORT, STAGES
+from mlic.experiment.lock import unwritable
 from mlic.models.weights import load_weights
 from mlic.utils import io
-from mlic.utils.errors import CheckpointError, ConfigError, DataError, WriteError
+from mlic.utils.errors import CheckpointError, ConfigError, DataError
 from mlic.utils.ranks import is_rank_zero
 
 log = logging.getLogger("mlic")
@@ -43,10 +44,7 @@ def open_folder(config: Config, classes: list[str], resume: bool) -> Path:
     try:
         exp_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise WriteError(
-            f"cannot create the experiment folder {exp_dir}: {io.os_error_cause(e)}; set output_dir to a "
-            f"folder you can write (--set output_dir=...)"
-        ) from None
+        raise unwritable(exp_dir, e) from None
     io.write_text(exp_dir / CONFIG_COPY, config_copy_text(config))
     io.write_json(exp_dir / "classes.json", classes)
     return exp_dir

@@ -45,7 +45,7 @@ from mlic.train.callbacks import (
     ProcessSeeds,
     StageJumpWatch,
 )
-from mlic.train.prepare import Prepared, prepare
+from mlic.train.prepare import Checked, Prepared, check_inputs, prepare
 from mlic.train.range_tests import stage_lr, suffixes_of, wants_range_test
 from mlic.train.resume import mark_finished, resume_point, resume_stage
 from mlic.utils.errors import ConfigError
@@ -212,12 +212,13 @@ def run(config: Config, resume: bool = False) -> TrainingRun:
             "a range-test config (lr_finder=...) trains nothing: run it with run_lr_find(config), or "
             "train.py, which does"
         )
+    checked = check_inputs(config, resume)  # a bad input stops here: no lock file, no folder
     with experiment_lock(config.experiment_dir):  # one writer: a second run of it stops here
-        return _train(config, resume)
+        return _train(config, resume, checked)
 
 
-def _train(config: Config, resume: bool) -> TrainingRun:
-    run_ = prepare(config, resume=resume)
+def _train(config: Config, resume: bool, checked: Checked) -> TrainingRun:
+    run_ = prepare(config, resume=resume, checked=checked)
     config = run_.config
     loaders = build_loaders(config, run_.tables, run_.prep, processes=world_size(config))
     recorder = ExperimentRecorder(run_.exp_dir, config, run_.classes, run_.prep)

@@ -309,7 +309,7 @@ def run_swa(
 ) -> SWARun:
     """Average checkpoints of `config`'s experiment into `model.swa.pth`, re-estimate BatchNorm, and
     compare it with `model.best.pth` (and `model.ema.pth` when present) on valid and test."""
-    with experiment_lock(config.experiment_dir):  # one writer: not while a run writes the folder
+    with experiment_lock(config.experiment_dir, create=False):  # one writer: not while a run writes it
         return _average(config, checkpoints, selection, k, stage, update_bn)
 
 

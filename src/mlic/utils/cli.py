@@ -53,13 +53,19 @@ def setup_logging() -> None:
 _WORKER = re.compile(r"Caught \w+ in DataLoader worker process \d+\.")
 
 
+def printable(text: str) -> str:
+    """`text` on one line: control characters that came in with a user's names (a newline in a column
+    name, a tab in an id) written as escapes, `\\n`, `\\t`."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text.strip())
+
+
 def one_sentence(error: BaseException) -> str:
-    """The message of a user's mistake, without what a loader worker wrapped around it."""
+    """The message of a user's mistake, without what a loader worker wrapped around it, on one line."""
     text = str(error)
     if _WORKER.match(text) and "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = re.sub(r"^[\w.]+: ", "", last.strip())
-    return text
+    return printable(text)
 
 
 def describe(error: BaseException) -> str | None:
@@ -69,7 +75,7 @@ def describe(error: BaseException) -> str | None:
     if isinstance(error, OSError):  # a read or write outside mlic's own writers (which raise WriteError)
         where = f"{error.filename}: " if error.filename else ""
         cause = os_error_cause(error) if error.errno != errno.ENOENT else "no such file or folder"
-        return f"{where}{cause}"
+        return printable(f"{where}{cause}")
     if "Weights only load failed" in str(error):  # a torch.load outside mlic's own readers
         return (
             "a file holds Python objects beyond tensors (code that loading would run); mlic does not load it"

@@ -55,10 +55,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; flush it to disk and rename it onto `path` only if the block
-    succeeds. The temporary file is removed on failure; a failed write raises `WriteError`."""
+def temporary_path(path: str | os.PathLike) -> Path:
+    """A new empty file beside `path`, hidden and named `.<name>.<random>.tmp` (what
+    `remove_stale_temporaries` removes), for a writer that renames it onto `path` when done."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,10 +65,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as e:
         raise _write_error(path, e) from None
     os.close(fd)
-    tmp_path = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artifacts get the usual permissions
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; artifacts get the usual permissions
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; flush it to disk and rename it onto `path` only if the block
+    succeeds. The temporary file is removed on failure; a failed write raises `WriteError`."""
+    path = Path(path)
+    tmp_path = temporary_path(path)
     try:
         yield tmp_path
         _fsync(tmp_path)
@@ -83,6 +90,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def move_into_place(tmp: Path, path: str | os.PathLike) -> None:
+    """Flush a finished temporary file (`temporary_path`) to disk and rename it onto `path`."""
+    try:
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _write_error(Path(path), e) from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -128,7 +144,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.glob(f".*{TMP_SUFFIX}*") if p.is_file()]  # export keeps the extension after it
+    # `.*.tmp*` also finds `.model.tmp.ts`, `.model.tmp.pt2`, `.model.tmp.onnx`, left by earlier versions of export
+    stale = [p for p in folder.glob(f".*{TMP_SUFFIX}*") if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
