@@ -102,12 +102,22 @@ def _run(args: argparse.Namespace) -> int:
     names, paths = list_inputs(args.input, args.column, args.images_dir, args.image_pattern)
     mf = trained.model_file
     thresholds, source = trained.thresholds()
+    calibration = trained.calibration()
+    if calibration is not None:
+        source += f"; {calibration.method}-calibrated probabilities (calibration.json)"
     if mf.task == "multi_label":
         print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes); {source}")
     else:
         print(f"model {trained.path} ({mf.model_name}, {len(mf.classes)} classes, {mf.task})")
     df = predict_paths(
-        mf, paths, thresholds, args.batch_size, names=names, top_k=args.top_k, masks_dir=args.masks
+        mf,
+        paths,
+        thresholds,
+        args.batch_size,
+        names=names,
+        top_k=args.top_k,
+        masks_dir=args.masks,
+        calibration=calibration,
     )
     write_predictions(df, args.out)
     failed = df["error"] != ""

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from mlic.config.search import SearchRange, Sweep, choice, intrange, loguniform, uniform
 from mlic.tasks import get_task
 from mlic.utils.early import unset_message
 from mlic.utils.errors import ConfigError
@@ -160,75 +161,6 @@ class Mixing:
     alpha: float = 0.4
 
 
-@dataclass(frozen=True)
-class SearchRange:
-    """One dimension of a sweep's search space (built by `loguniform`, `uniform`, `intrange`, `choice`)."""
-
-    kind: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: int | None = None
-    choices: tuple = ()
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        """The value an Optuna trial draws for `name`."""
-        if self.kind == "float":
-            return trial.suggest_float(name, self.low, self.high, log=self.log)
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=self.step or 1, log=self.log)
-        return trial.suggest_categorical(name, list(self.choices))
-
-    def examples(self) -> tuple:
-        """The values at its edges (every option of a choice), to check that the field takes each of
-        them before any trial runs."""
-        if self.kind == "categorical":
-            return self.choices
-        cast = int if self.kind == "int" else float
-        return (cast(self.low), cast(self.high))
-
-
-def loguniform(low: float, high: float) -> SearchRange:
-    """A float between `low` and `high`, drawn evenly on a log scale (learning rates, weight decay)."""
-    return SearchRange("float", low, high, log=True)
-
-
-def uniform(low: float, high: float) -> SearchRange:
-    """A float between `low` and `high`."""
-    return SearchRange("float", low, high)
-
-
-def intrange(low: int, high: int, step: int = 1) -> SearchRange:
-    """An int from `low` to `high` (both included), in steps of `step`."""
-    return SearchRange("int", low, high, step=step)
-
-
-def choice(options: list) -> SearchRange:
-    """One of `options` (numbers, strings, booleans, None)."""
-    return SearchRange("categorical", choices=tuple(options))
-
-
-@dataclass
-class Sweep:
-    """A hyperparameter search run by `python sweep.py CONFIG` on Optuna: `n_trials` trials, each a
-    normal experiment of the config with the dotted fields of `space` drawn by the sampler, scored by
-    `metric` of its best model (a `valid/...` column), in `direction` (None: "minimize" for a loss,
-    "maximize" otherwise). `pruner` "median" stops trials whose epochs fall below the median of the
-    earlier trials' at the same epoch; None lets every trial run to its end."""
-
-    space: dict[str, SearchRange]
-    n_trials: int = 20
-    metric: str | None = None  # None: the config's monitor
-    direction: Literal["maximize", "minimize"] | None = None
-    pruner: Literal["median"] | None = "median"
-    timeout: float | None = None  # seconds, after which no new trial starts
-
-    def resolved_direction(self, metric: str) -> str:
-        if self.direction:
-            return self.direction
-        return "minimize" if metric.endswith("loss") else "maximize"
-
-
 def _default_optimizer() -> Callable:
     return partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-2)
 
@@ -268,6 +200,8 @@ class Config:
     monitor: str | None = None  # None: the task's ("valid/map"; "valid/accuracy" for single_label)
     monitor_mode: Literal["min", "max"] | None = None
     threshold: float = 0.5
+    # "temperature" or "platt": probabilities calibrated on valid after training (docs/calibration.md)
+    calibration: Literal["temperature", "platt"] | None = None
     seed: int = 42
     save_top_k: int = 3
     trainer: dict = field(default_factory=dict)

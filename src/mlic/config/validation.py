@@ -242,6 +242,11 @@ def validate(config: Config, where: str = "config") -> Config:
     if config.save_top_k < 1:
         raise ConfigError(f"{where}: field 'save_top_k' must be at least 1, got {config.save_top_k}")
     _check_swa(config, where)
+    if config.calibration and get_task(config.task).pixelwise:
+        raise ConfigError(
+            f"{where}: field 'calibration' calibrates per-image class probabilities; task "
+            f"{config.task!r} predicts pixels: set calibration=None"
+        )
     return config
 
 

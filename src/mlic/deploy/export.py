@@ -28,8 +28,9 @@ from mlic.data.images import list_folder, read_rgb
 from mlic.data.tables import read_table
 from mlic.evaluate.evaluation import TrainedModel, open_experiment, probabilities
 from mlic.experiment.checkpoints import ModelFile
-from mlic.experiment.files import CONFIG_COPY, EXPORT, MODEL_BEST, THRESHOLDS
+from mlic.experiment.files import CALIBRATION, CONFIG_COPY, EXPORT, MODEL_BEST, THRESHOLDS
 from mlic.experiment.lock import experiment_lock
+from mlic.metrics.calibration import Calibration
 from mlic.tasks import get_task
 from mlic.utils import io
 from mlic.utils.errors import ConfigError, MlicError, WriteError
@@ -51,7 +52,12 @@ class Deployable(nn.Module):
     activation inside: a sigmoid, or a softmax for a single-label model)."""
 
     def __init__(
-        self, model: nn.Module, mean: Sequence[float], std: Sequence[float], task: str = "multi_label"
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        task: str = "multi_label",
+        calibration: Calibration | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -59,10 +65,15 @@ class Deployable(nn.Module):
         # the same arithmetic as mlic.data.images.ImageTransform: (pixel - 255·mean) / (255·std)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        # calibration.json's per-class scale and shift of the logits (1 and 0: none)
+        scale, shift = (calibration.scale, calibration.shift) if calibration is not None else (1.0, 0.0)
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).reshape(1, -1))
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32).reshape(1, -1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()
-        return self.task.activate(self.model((x - self.mean) / self.std).float())
+        logits = self.model((x - self.mean) / self.std).float()
+        return self.task.activate(logits * self.scale + self.shift)
 
 
 def onnx_available() -> bool:
@@ -146,10 +157,15 @@ def run_exported(fmt: str, path: Path, images: torch.Tensor) -> np.ndarray:
 
 
 def _export_to_temporary(
-    fmt: str, mf: ModelFile, images: torch.Tensor, reference: np.ndarray, path: Path
+    fmt: str,
+    mf: ModelFile,
+    images: torch.Tensor,
+    reference: np.ndarray,
+    path: Path,
+    calibration: Calibration | None = None,
 ) -> tuple[float, Path]:
     """Export `fmt` to a hidden temporary file beside `path` and check it: (largest difference, file)."""
-    module = Deployable(mf.model, mf.prep.mean, mf.prep.std, mf.task).eval()
+    module = Deployable(mf.model, mf.prep.mean, mf.prep.std, mf.task, calibration).eval()
     # traced on 2 images (one repeated if need be), checked on all: the batch size stays free
     example = images[:2] if len(images) >= 2 else images[:1].repeat(2, 1, 1, 1)
     # `.model.pt2.<random>.tmp`: the next export removes it if this one is killed
@@ -237,6 +253,11 @@ def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, An
                 "resize_antialias": True,  # Pillow's resize, as mlic.data.images.resize
             },
             "output": get_task(mf.task).output,
+            "calibration": (
+                f"{calibration.method} scaling from {CALIBRATION}, inside every file"
+                if (calibration := trained.calibration()) is not None
+                else None
+            ),
             "task": mf.task,
             "classes": mf.classes,
             **thresholds_entry,
@@ -273,13 +294,18 @@ def _export(
     _check_space(exp_dir, trained.path, len(formats))
     uint8, normalised = check_batch(mf, image_paths(exp_dir, images), num_check)
     reference = probabilities(mf.model.eval(), normalised, mf.task)
+    calibration = trained.calibration()
+    if calibration is not None:  # the exported model returns the calibrated probabilities
+        reference = calibration.apply(reference, get_task(mf.task).softmax)
     files = _earlier_files(exp_dir)
     ready: dict[str, Path] = {}  # format -> its checked temporary file
     failure: ExportError | None = None
     try:
         for fmt in formats:
             start = time.time()
-            diff, ready[fmt] = _export_to_temporary(fmt, mf, uint8, reference, exp_dir / FILES[fmt])
+            diff, ready[fmt] = _export_to_temporary(
+                fmt, mf, uint8, reference, exp_dir / FILES[fmt], calibration
+            )
             files[FILES[fmt]] = {
                 "format": fmt,
                 "weights": trained.path.name,

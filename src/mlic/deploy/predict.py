@@ -33,6 +33,7 @@ from mlic.data.labels import read_csv_file
 from mlic.engine.runtime import device_for
 from mlic.evaluate.evaluation import probabilities
 from mlic.experiment.checkpoints import ModelFile
+from mlic.metrics.calibration import Calibration
 from mlic.tasks import get_task
 from mlic.utils import io
 from mlic.utils.errors import CheckpointError, ConfigError, DataError
@@ -197,6 +198,7 @@ def predict_paths(
     show_progress: bool = True,
     top_k: int | None = None,
     masks_dir: Path | None = None,
+    calibration: Calibration | None = None,
 ) -> pd.DataFrame:
     """Predict every image: one row each, `image`, a probability per class, `predicted`, `error`.
 
@@ -205,7 +207,8 @@ def predict_paths(
     An image that is missing or cannot be decoded gets a row with empty probabilities and a sentence in
     `error`. `names` fill the `image` column (default: the paths). For a segmentation model each row
     holds every class's share of the image's predicted pixels; with `masks_dir` the masks are written
-    there too (`write_masks`).
+    there too (`write_masks`). With `calibration` (the experiment's `calibration.json`) the
+    probabilities are the calibrated ones, which the experiment's thresholds were tuned on.
     """
     classes = list(model_file.classes)
     thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -233,6 +236,8 @@ def predict_paths(
                 errors[i] = str(e)
         if batch:
             out = probabilities(model, torch.stack(batch).to(device), model_file.task)
+            if calibration is not None:
+                out = calibration.apply(out, task.softmax)
             probs[rows] = task.per_image(out)
             if masks_dir is not None:
                 multilabel = bool(getattr(task, "multilabel", False))

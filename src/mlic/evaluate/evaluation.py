@@ -18,6 +18,8 @@ from mlic.data.loaders import make_loader
 from mlic.data.tables import LabelTable, read_splits
 from mlic.engine.module import ClassifierModule
 from mlic.engine.runtime import eval_trainer, expected_warnings_silenced
+from mlic.evaluate.calibrate import apply_calibration
+from mlic.experiment.calibration import read_calibration
 from mlic.experiment.checkpoints import (
     ModelFile,
     load_model_file,
@@ -27,6 +29,7 @@ from mlic.experiment.checkpoints import (
     write_thresholds,
 )
 from mlic.experiment.files import MODEL_BEST
+from mlic.metrics.calibration import Calibration
 from mlic.metrics.classification import f1_at, tune_thresholds
 from mlic.tasks import Task, get_task
 from mlic.utils.errors import ConfigError, DataError
@@ -173,6 +176,10 @@ class TrainedModel:
         path = thresholds_file(self.exp_dir)
         return path if path.is_file() else None
 
+    def calibration(self) -> Calibration | None:
+        """The calibration fitted for this model file (`calibration.json`), None without one."""
+        return read_calibration(self.exp_dir, self.model_file.classes, self.path.name)
+
     def thresholds(self) -> tuple[np.ndarray, str]:
         """Per-class thresholds (`thresholds.json`, else the model file's one threshold for every class)
         and a sentence saying which."""
@@ -231,6 +238,9 @@ def evaluate_split(config: Config, split: str, weights: str | Path | None = None
     module = eval_module(mf.model, config)
     evaluated = evaluate(module, config, loaders, [split])
     results = evaluated.results
+    calibration = trained.calibration()
+    if calibration is not None:  # the probabilities the experiment's thresholds were tuned on
+        apply_calibration(calibration, config, evaluated.outputs, results)
     if trained.thresholds_path is not None:
         add_tuned(results, evaluated.outputs, trained.thresholds()[0])
     return Evaluation(trained.path, split, len(tables[split]), results, trained.thresholds_path)

@@ -11,6 +11,8 @@ REPORT = "report.md"
 REPORT_HTML = "report.html"  # the same run as one self-contained page, with the error browser
 RESULTS = "results.json"  # the metrics of the best, SWA and EMA models, for tools
 THRESHOLDS = "thresholds.json"  # per-class thresholds tuned on valid
+CALIBRATION = "calibration.json"  # per-class scale and shift of the logits, fitted on valid (calibration=...)
+RELIABILITY = "reliability.png"  # the reliability diagram, before and after calibration
 STAGES = "stages.json"  # which stages finished, for --resume
 CURVES = "curves.png"
 EXPORT = "export.json"  # what export.py wrote and how to feed it

@@ -38,6 +38,7 @@ class Task:
     output: ClassVar[str]  # what the exported model returns, in words (export.json)
     family: ClassVar[str] = "timm"  # which library builds its models: "timm", or "smp" for segmentation
     pixelwise: ClassVar[bool] = False  # targets are masks (segmentation): read with the images, no cache
+    softmax: ClassVar[bool] = False  # its classes share one softmax (single-label): one temperature
     recomputes_loss: ClassVar[bool] = True  # the loss can be recomputed from the gathered `eval_rows`
 
     def default_loss(self) -> nn.Module:

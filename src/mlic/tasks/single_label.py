@@ -22,6 +22,7 @@ class SingleLabel(Task):
     name = "single_label"
     columns = ("loss", "accuracy", "top5_accuracy", "f1_macro")
     default_monitor = "valid/accuracy"
+    softmax = True
     output = "class probabilities (softmax, each row sums to 1), N×C, in the order of classes"
 
     def default_loss(self) -> nn.Module:
