@@ -41,6 +41,8 @@ def test_training_fits_saves_and_reports_the_calibration(calibrated):
     report = (exp_dir / "report.md").read_text()
     assert "## Calibration" in report and "ECE before" in report and "reliability.png" in report
     assert (exp_dir / "reliability.png").stat().st_size > 1000
+    page = (exp_dir / "report.html").read_text()
+    assert 'id="calibration"' in page and '<img id="reliability"' in page and "data:image/png;base64," in page
 
 
 def test_test_split_metrics_use_the_calibration_and_map_does_not_change(calibrated, tmp_path):

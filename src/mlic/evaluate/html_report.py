@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from mlic.engine.lr_curve import suggest
-from mlic.experiment.files import CONFIG_COPY, METRICS, REPORT_HTML
+from mlic.experiment.files import CONFIG_COPY, METRICS, RELIABILITY, REPORT_HTML
 from mlic.experiment.results import read_results
 from mlic.tasks import get_task
 from mlic.utils import io
@@ -149,6 +149,11 @@ def _per_class(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"columns": columns, "rows": cells}
 
 
+def _png(path: Path) -> str | None:
+    """A PNG of the folder as a data URI (the page stays one file), None when there is none."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.is_file() else None
+
+
 def _results(exp_dir: Path) -> list[dict[str, Any]]:
     data = read_results(exp_dir) or {"task": "multi_label", "models": {}}
     columns = [c for c in get_task(data["task"]).columns]
@@ -184,6 +189,7 @@ def write_html_report(
         curves=curves_svg(metrics, monitor),
         range_tests=range_test_svgs(exp_dir),
         results=_results(exp_dir),
+        reliability=_png(exp_dir / RELIABILITY),
         per_class=_per_class(class_rows),
         errors=errors,
         notes=list(notes),
