@@ -29,7 +29,8 @@ from mlic import Config, Data, Model, Stage, env_path
 
 class WaitForGo(L.Callback):  # holds the run at its start until the test has tried the second one
     def on_train_start(self, trainer, module):
-        while not Path("go").exists():
+        end = time.time() + 120  # a failed test never says go: the run must not wait forever
+        while not Path("go").exists() and time.time() < end:
             time.sleep(0.05)
 
 
@@ -68,8 +69,17 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> Non
 def test_two_runs_of_one_experiment_one_trains_the_other_says_why(tmp_path: Path):
     make_dataset(tmp_path / "data")
     (tmp_path / "config.py").write_text(CONFIG.replace("EPOCHS", "2"))
-    exp_dir = tmp_path / "experiments" / "twice"
     first = start_train(tmp_path)
+    try:
+        second_run_says_why(tmp_path, first)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
+def second_run_says_why(tmp_path: Path, first: subprocess.Popen) -> None:
+    exp_dir = tmp_path / "experiments" / "twice"
     wait_for(lock_paths(exp_dir)[1], first)  # the first run holds the experiment
     second = start_train(tmp_path)
     out, err = second.communicate(timeout=300)

@@ -202,6 +202,8 @@ class Config:
     threshold: float = 0.5
     # "temperature" or "platt": probabilities calibrated on valid after training (docs/calibration.md)
     calibration: Literal["temperature", "platt"] | None = None
+    # "hflip": each image also predicted mirrored, the probabilities averaged, after training (docs/tta.md)
+    tta: Literal["hflip"] | None = None
     seed: int = 42
     save_top_k: int = 3
     trainer: dict = field(default_factory=dict)

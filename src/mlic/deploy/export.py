@@ -165,7 +165,7 @@ def _export_to_temporary(
     calibration: Calibration | None = None,
 ) -> tuple[float, Path]:
     """Export `fmt` to a hidden temporary file beside `path` and check it: (largest difference, file)."""
-    module = Deployable(mf.model, mf.prep.mean, mf.prep.std, mf.task, calibration).eval()
+    module = Deployable(mf.inference_model(), mf.prep.mean, mf.prep.std, mf.task, calibration).eval()
     # traced on 2 images (one repeated if need be), checked on all: the batch size stays free
     example = images[:2] if len(images) >= 2 else images[:1].repeat(2, 1, 1, 1)
     # `.model.pt2.<random>.tmp`: the next export removes it if this one is killed
@@ -253,6 +253,7 @@ def _write_export_json(exp_dir: Path, trained: TrainedModel, files: dict[str, An
                 "resize_antialias": True,  # Pillow's resize, as mlic.data.images.resize
             },
             "output": get_task(mf.task).output,
+            "tta": mf.tta,  # the views inside every file: "hflip", the image and its mirror, averaged
             "calibration": (
                 f"{calibration.method} scaling from {CALIBRATION}, inside every file"
                 if (calibration := trained.calibration()) is not None
@@ -293,7 +294,7 @@ def _export(
         formats.remove("onnx")
     _check_space(exp_dir, trained.path, len(formats))
     uint8, normalised = check_batch(mf, image_paths(exp_dir, images), num_check)
-    reference = probabilities(mf.model.eval(), normalised, mf.task)
+    reference = probabilities(mf.inference_model().eval(), normalised, mf.task)
     calibration = trained.calibration()
     if calibration is not None:  # the exported model returns the calibrated probabilities
         reference = calibration.apply(reference, get_task(mf.task).softmax)

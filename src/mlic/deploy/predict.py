@@ -216,7 +216,7 @@ def predict_paths(
     _check_arguments(classes, thresholds, batch_size, names, paths)
     device = device or device_for("auto")
     transform = model_file.prep.transform()
-    model = model_file.model.to(device).eval()
+    model = model_file.inference_model().to(device).eval()  # with its test-time augmentation, if any
     probs = np.full((len(paths), len(classes)), np.nan)
     errors = [""] * len(paths)
     bar = progress(None, len(paths), "predicting", show_progress)

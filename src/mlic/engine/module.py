@@ -20,6 +20,7 @@ from mlic.engine.evaluator import Gather, SplitEvaluator
 from mlic.engine.optim import build_optimizer, build_scheduler
 from mlic.experiment.checkpoints import CHECKPOINT_KEY, checkpoint_info
 from mlic.models.build import frozen_norm_modules, frozen_parameter_names, set_frozen
+from mlic.models.tta import flip_views
 from mlic.tasks import Task, get_task
 
 log = logging.getLogger("mlic")
@@ -66,6 +67,8 @@ class ClassifierModule(L.LightningModule):
         self.evaluators = {split: SplitEvaluator(self.task, loss, threshold) for split in ("valid", "test")}
         # the loss of predicting each class's train frequency (set by the runner), logged beside the first batch's
         self.prior_loss: float | None = None
+        # Config(tta=...) for the evaluations after training (`eval_module`, the final one); None while training
+        self.tta: str | None = None
 
     @classmethod
     def from_config(cls, model: nn.Module, config: Config) -> ClassifierModule:
@@ -141,7 +144,11 @@ class ClassifierModule(L.LightningModule):
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         x, y = batch
-        self.evaluators[split].update(self(x).float(), y)
+        if self.tta is None:
+            logits = self(x).float()
+        else:  # the final evaluation of a run with Config(tta=...): each image and its mirror
+            logits = flip_views(self, x, self.task.softmax, self.task.pixelwise)
+        self.evaluators[split].update(logits, y)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "valid")

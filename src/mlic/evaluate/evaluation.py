@@ -86,8 +86,10 @@ def probabilities(model: nn.Module, images: torch.Tensor, task: str | Task = "mu
 
 
 def eval_module(model: nn.Module, config: Config) -> ClassifierModule:
-    """`model` wrapped for evaluation with the config's loss and threshold."""
-    return ClassifierModule.from_config(model, config)
+    """`model` wrapped for evaluation with the config's loss, threshold and test-time augmentation."""
+    module = ClassifierModule.from_config(model, config)
+    module.tta = config.tta
+    return module
 
 
 @dataclass

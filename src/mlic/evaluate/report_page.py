@@ -18,6 +18,7 @@ from mlic.config.schema import Config
 from mlic.data.images import Preprocessing, read_rgb, resize_nearest
 from mlic.data.loaders import make_loader
 from mlic.data.tables import LabelTable
+from mlic.evaluate.calibrate import apply_calibration
 from mlic.evaluate.errors import page_errors
 from mlic.evaluate.evaluation import eval_module, evaluate, open_experiment, per_class_rows
 from mlic.evaluate.html_report import PER_LIST, thumbnail, write_html_report
@@ -76,6 +77,9 @@ def refresh(exp_dir: Path, config: Config | None = None) -> Path:
     mf = trained.model_file
     loaders = {split: make_loader(trained.tables[split], mf.prep.transform(), config.data, train=False)}
     outputs = evaluate(eval_module(mf.model, config), config, loaders, [split]).outputs
+    calibration = trained.calibration()
+    if calibration is not None:  # the probabilities the thresholds were tuned on
+        apply_calibration(calibration, config, outputs, {})
     thresholds = trained.thresholds()[0] if trained.thresholds_path is not None else None
     return write_page(
         exp_dir, config, trained.tables, mf.classes, outputs, thresholds, model=(mf.model, mf.prep)

@@ -28,6 +28,7 @@ from mlic.config.schema import Config
 from mlic.data.images import Preprocessing
 from mlic.experiment.files import MODEL_BEST, THRESHOLDS
 from mlic.models.architectures import build_network
+from mlic.models.tta import VIEWS, FlipTTA
 from mlic.models.weights import read_state_dict, unreadable
 from mlic.tasks import get_task
 from mlic.utils import io
@@ -63,6 +64,7 @@ def model_file(
         "encoder": config.model.encoder,  # a segmentation model's smp encoder (None for timm models)
         "threshold": config.threshold,
         "task": config.task,  # how its outputs become probabilities (mlic.tasks.base)
+        "tta": config.tta,  # the test-time augmentation it is predicted with (mlic.models.tta)
     }
 
 
@@ -77,6 +79,14 @@ class ModelFile:
     threshold: float
     metrics: dict[str, Any]
     task: str = "multi_label"
+    tta: str | None = None  # Config(tta=...) of the run that wrote it
+
+    def inference_model(self) -> nn.Module:
+        """The model as it predicts: with its test-time augmentation (`FlipTTA`) when it has one."""
+        if self.tta is None:
+            return self.model
+        task = get_task(self.task)
+        return FlipTTA(self.model, task.softmax, task.pixelwise).eval()
 
 
 def load_model_file(path: Path) -> ModelFile:
@@ -114,6 +124,7 @@ def load_model_file(path: Path) -> ModelFile:
         float(meta.get("threshold", 0.5)),
         dict(meta.get("metrics", {})),
         task,
+        meta.get("tta") if meta.get("tta") in VIEWS else None,
     )
 
 

@@ -4,6 +4,7 @@ stage takes from it (`stage_lr`), and the range-test-only run (`run_lr_find`, `-
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,6 +71,10 @@ def stage_range_test(
     result = range_test(
         module, optimizer, loader, module.loss_fn, settings, device, precision, label=f"stage {stage.name}"
     )
+    # its persistent workers stopped now, here: left to a later collection, the loader could be collected
+    # inside a worker forked by training and print torch's "AssertionError: can only test a child process"
+    del loader
+    gc.collect()
     module.to("cpu")
     save_lr_curve(
         result,

@@ -165,6 +165,7 @@ def _final(
     module = run_.module
     state, meta = read_state_dict(best_path, "model file")
     module.model.load_state_dict(state)
+    module.tta = config.tta  # the final evaluation predicts as predict.py and the exports will
     evaluated = evaluate(module, config, loaders, ["valid", "test"])
     results, outputs = evaluated.results, evaluated.outputs
     if not is_rank_zero():  # every process evaluated its share; the first writes
