@@ -90,6 +90,8 @@ def test_pruned_trials_stop_after_the_epoch_the_pruner_rejects(dataset: Path, tm
     outcome = run_sweep(config, n_trials=2)
     assert [t.state for t in outcome.study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert outcome.best_number is None
+    table = pd.read_csv(outcome.folder / "sweep.csv")
+    assert table["user_attrs_experiment"].tolist() == ["tiny_trial000", "tiny_trial001"]  # their folders
     for t in outcome.study.trials:
         metrics = pd.read_csv(outcome.folder / f"tiny_trial{t.number:03d}" / "metrics.csv")
         assert len(metrics) == 1  # stopped after its first epoch of three

@@ -160,11 +160,11 @@ def run_sweep(config: Config, n_trials: int | None = None) -> SweepRun:
         config_t = trial_config(config, values, trial.number, folder)
         config_t.callbacks = [*config_t.callbacks, TrialPruning(trial, target)]
         log.info("sweep: trial %d of %d: %s", trial.number, wanted, values)
+        trial.set_user_attr("experiment", config_t.experiment_name)  # before it runs: a pruned one has it too
         outcome = run(config_t)
         value = outcome.results.get(split, {}).get(metric)
         if value is None or not math.isfinite(value):
             raise MlicError(f"trial {trial.number} has no finite {target}")
-        trial.set_user_attr("experiment", config_t.experiment_name)
         return float(value)
 
     if done < wanted:
