@@ -305,3 +305,27 @@ def write_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
         b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b"")
     )
     return path
+
+
+# ------------------------------------------------------------- model files that hold code (never run)
+
+
+class MakesAFolder:
+    """Pickles as a call of `os.makedirs(path)`: loading it without weights_only creates `path` (torch
+    blocks the `os` module outright, and words that refusal apart from other globals')."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.path,))
+
+
+class Settings:
+    """A custom class whose unpickling creates the file its state names."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __setstate__(self, state: dict) -> None:
+        Path(state["marker"]).touch()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CLASSES, REPO, assert_user_error, make_dataset, tiny_config, write_bomb
+from conftest import (
+    CLASSES,
+    REPO,
+    MakesAFolder,
+    Settings,
+    assert_user_error,
+    make_dataset,
+    tiny_config,
+    write_bomb,
+)
 
 from mlic import Stage
 from mlic.data.images import ImageTransform, read_rgb
@@ -215,27 +223,6 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path, capsys, case, expe
     stderr = assert_user_error(_run(capsys, *argv, "--out", "out.csv"))
     assert expected in stderr
     assert not Path("out.csv").exists()
-
-
-class MakesAFolder:
-    """Pickles as a call of `os.makedirs(path)`: loading it without weights_only creates `path` (torch
-    blocks the `os` module outright, and words that refusal apart from other globals')."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (os.makedirs, (self.path,))
-
-
-class Settings:
-    """A custom class whose unpickling creates the file its state names."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __setstate__(self, state: dict) -> None:
-        Path(state["marker"]).touch()
 
 
 @pytest.mark.parametrize("payload", [MakesAFolder, Settings], ids=["a call of os.makedirs", "a custom class"])

@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import MakesAFolder, Settings
 
 from mlic import CheckpointError
 from mlic.models.weights import read_state_dict
-
-
-class MakesAFolder:
-    """Pickles as a call of `os.makedirs(path)`: loading it without weights_only creates `path` (torch
-    blocks the `os` module outright, and words that refusal apart from other globals')."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (os.makedirs, (self.path,))
-
-
-class Settings:
-    """A custom class whose unpickling creates the file its state names."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __setstate__(self, state: dict) -> None:
-        Path(state["marker"]).touch()
 
 
 def _save(kind: str, path: Path, marker: Path) -> Path:
