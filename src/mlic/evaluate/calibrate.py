@@ -5,7 +5,6 @@ diagram (`reliability.png`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,21 @@ from mlic.utils.markdown import rows_table
 Outputs = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-@dataclass
-class Calibrated:
-    """What `calibrate` fitted and measured: the calibration, each split's ECE (before, after) and the
-    report's section."""
-
-    calibration: Calibration
-    ece: dict[str, tuple[float, float]]
-    section: str
+Errors = dict[str, tuple[tuple[np.ndarray, float], tuple[np.ndarray, float]]]  # split -> ECE before, after
 
 
 def apply_calibration(
     calibration: Calibration, config: Config, outputs: Outputs, results: dict[str, dict[str, Any]]
-) -> dict[str, tuple[float, float]]:
+) -> Errors:
     """Calibrate every split of `outputs` in place and recompute its metrics in `results` (the loss stays
-    the model's own); return each split's ECE before and after."""
+    the model's own); return each split's ECE (per class, summary) before and after."""
     task = get_task(config.task)
     ece = {}
     for split, (probs, targets) in list(outputs.items()):
         after = calibration.apply(probs, task.softmax)
         ece[split] = (
-            expected_calibration_error(probs, targets, task.softmax)[1],
-            expected_calibration_error(after, targets, task.softmax)[1],
+            expected_calibration_error(probs, targets, task.softmax),
+            expected_calibration_error(after, targets, task.softmax),
         )
         outputs[split] = (after, targets)
         if split in results:
@@ -52,18 +44,17 @@ def apply_calibration(
     return ece
 
 
-def plot_reliability(before: Outputs, after: Outputs, softmax: bool, path: Path) -> None:
+def plot_reliability(before: Outputs, after: Outputs, ece: Errors, softmax: bool, path: Path) -> None:
     """The reliability diagram of each split (test, else valid) before and after calibration: observed
     frequency against confidence, with the diagonal a calibrated model follows."""
     split = "test" if "test" in before else "valid"
     fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
-    for name, outputs, style in (("before", before, "o-"), ("after", after, "s-")):
+    for i, (name, outputs, style) in enumerate((("before", before, "o-"), ("after", after, "s-"))):
         confidence, frequency, counts = reliability(*outputs[split], softmax=softmax)
-        ece = expected_calibration_error(*outputs[split], softmax)[1]
         shown = counts > 0
-        ax.plot(confidence[shown], frequency[shown], style, label=f"{name}: ECE {ece:.3f}")
+        ax.plot(confidence[shown], frequency[shown], style, label=f"{name}: ECE {ece[split][i][1]:.3f}")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"predicted probability ({split}, {'top class' if softmax else 'every class pooled'})")
@@ -74,17 +65,18 @@ def plot_reliability(before: Outputs, after: Outputs, softmax: bool, path: Path)
     io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=100))
 
 
-def _section(config: Config, classes: list[str], calibrated: Calibration, per_class: dict, ece: dict) -> str:
+def _section(config: Config, classes: list[str], calibrated: Calibration, ece: Errors) -> str:
     rows = [
-        {"split": split, "ECE before": f"{b:.4f}", "ECE after": f"{a:.4f}"} for split, (b, a) in ece.items()
+        {"split": split, "ECE before": f"{b[1]:.4f}", "ECE after": f"{a[1]:.4f}"}
+        for split, (b, a) in ece.items()
     ]
     class_rows = []
     for i, name in enumerate(classes):
         row: dict[str, Any] = {"class": name, "scale": f"{calibrated.scale[i]:.3f}"}
         if calibrated.method == "platt":
             row["shift"] = f"{calibrated.shift[i]:+.3f}"
-        for split, (before, after) in per_class.items():
-            row[f"{split} ECE"] = f"{before[i]:.4f} → {after[i]:.4f}"
+        for split, (before, after) in ece.items():
+            row[f"{split} ECE"] = f"{before[0][i]:.4f} → {after[0][i]:.4f}"
         if not calibrated.fitted[i]:
             row["scale"] += " (shared: too few positives in valid)"
         class_rows.append(row)
@@ -97,25 +89,18 @@ def _section(config: Config, classes: list[str], calibrated: Calibration, per_cl
 
 def calibrate(
     exp_dir: Path, config: Config, classes: list[str], outputs: Outputs, results: dict[str, dict[str, Any]]
-) -> Calibrated | None:
-    """Fit the config's calibration on valid, save it, and calibrate `outputs` and `results` in place;
-    None when the config asks for none or there is no valid split."""
+) -> str:
+    """Fit the config's calibration on valid, save it, calibrate `outputs` and `results` in place, and
+    return report.md's section; "" when the config asks for none or there is no valid split."""
     if not config.calibration or "valid" not in outputs:
-        return None
+        return ""
     softmax = get_task(config.task).softmax
     calibration = fit_calibration(*outputs["valid"], config.calibration, softmax)
     write_calibration(exp_dir, classes, calibration)
     before = dict(outputs)
-    per_class = {
-        s: (
-            expected_calibration_error(p, t, softmax)[0],
-            expected_calibration_error(calibration.apply(p, softmax), t, softmax)[0],
-        )
-        for s, (p, t) in before.items()
-    }
     ece = apply_calibration(calibration, config, outputs, results)
-    plot_reliability(before, outputs, softmax, exp_dir / RELIABILITY)
-    return Calibrated(calibration, ece, _section(config, classes, calibration, per_class, ece))
+    plot_reliability(before, outputs, ece, softmax, exp_dir / RELIABILITY)
+    return _section(config, classes, calibration, ece)
 
 
-__all__ = ["Calibrated", "apply_calibration", "calibrate", "plot_reliability"]
+__all__ = ["apply_calibration", "calibrate", "plot_reliability"]

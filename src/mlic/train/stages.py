@@ -170,11 +170,11 @@ def _final(
     results, outputs = evaluated.results, evaluated.outputs
     if not is_rank_zero():  # every process evaluated its share; the first writes
         return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), None, range_tests)
-    calibrated = calibrate(exp_dir, config, run_.classes, outputs, results)  # before thresholds are tuned
+    calibration_section = calibrate(exp_dir, config, run_.classes, outputs, results)  # before thresholds
     thresholds = apply_thresholds(exp_dir, config, run_.classes, outputs, results)
     classes_table = per_class_rows(config, run_.classes, run_.tables, outputs, thresholds)
     task_section = get_task(config.task).report_section(exp_dir, run_.classes, classes_table, outputs)
-    task_section += calibrated.section if calibrated else ""
+    task_section += calibration_section
     write_report(
         exp_dir,
         config,
