@@ -29,8 +29,8 @@ LAYERS = [
     {"deploy", "demo"},
 ]
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}
-# the command modules on top (`python -m mlic.compare`, `python -m mlic.split`) and the package itself
-TOP = {"mlic", "mlic.compare", "mlic.report", "mlic.split"}
+# the command modules on top (`python -m mlic.compare`, `python -m mlic.audit`, ...) and the package itself
+TOP = {"mlic", "mlic.audit", "mlic.compare", "mlic.report", "mlic.split"}
 # imported inside a function on purpose: extras a user may not have installed
 OPTIONAL = {"onnx", "onnxruntime", "onnxscript", "optuna"}
 MAX_MODULE_LINES = 400

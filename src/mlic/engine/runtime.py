@@ -16,10 +16,12 @@ from mlic.config.schema import Config
 from mlic.utils.errors import ConfigError
 
 # Warnings Lightning gives for what mlic does on purpose: a frozen backbone keeps its BatchNorm layers in
-# eval mode; checkpoints of several stages share one folder; small data sets get few loader workers.
+# eval mode; checkpoints of several stages share one folder (and a resumed stage its Lightning log folder,
+# whose CSV our metrics.csv repeats); small data sets get few loader workers.
 EXPECTED_WARNINGS = (
     r".*module\(s\) in eval mode at the start of training.*",
     r".*Checkpoint directory .* exists and is not empty.*",
+    r".*Experiment logs directory .* exists and is not empty.*",
     r".*does not have many workers.*",
     r".*isinstance\(treespec, LeafSpec\).*",
 )

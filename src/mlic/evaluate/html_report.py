@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from mlic.engine.lr_curve import suggest
-from mlic.experiment.files import CONFIG_COPY, METRICS, RELIABILITY, REPORT_HTML
+from mlic.experiment.files import CONFIG_COPY, LABEL_AUDIT, METRICS, RELIABILITY, REPORT_HTML
 from mlic.experiment.results import read_results
 from mlic.tasks import get_task
 from mlic.utils import io
@@ -164,6 +164,49 @@ def _results(exp_dir: Path) -> list[dict[str, Any]]:
     return [{"columns": columns, "rows": out}] if out else []
 
 
+def audit_section(exp_dir: Path, per_split: int = 3 * PER_LIST) -> list[dict[str, Any]]:
+    """The label audit's likeliest wrong rows per split (`label_audit.csv`, `python -m mlic.audit`), each
+    with a thumbnail and its likeliest wrong label; [] without an audit."""
+    path = exp_dir / LABEL_AUDIT
+    try:
+        table = pd.read_csv(path, dtype={"id": str, "class": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return []
+    needed = {"split", "id", "class", "given_label", "probability", "score", "flagged", "image"}
+    if not needed <= set(table.columns):
+        return []
+    out = []
+    for split, rows in table.groupby("split", sort=False):
+        first = rows.drop_duplicates(["id"]).head(per_split)  # the file lists a row's worst label first
+        items = []
+        for r in first.to_dict("records"):
+            try:
+                src = thumbnail(r["image"])
+            except OSError:  # moved or deleted since the audit: listed without a picture
+                src = ""
+            items.append(
+                {
+                    "id": r["id"],
+                    "cls": r["class"],
+                    "given": int(r["given_label"]),
+                    "prob": float(r["probability"]),
+                    "score": float(r["score"]),
+                    "flagged": bool(r["flagged"]),
+                    "src": src,
+                }
+            )
+        out.append(
+            {
+                "name": split,
+                "count": len(rows),
+                "rows": rows["id"].nunique(),
+                "flagged": int(rows["flagged"].astype(bool).sum()),
+                "images": items,
+            }
+        )
+    return out
+
+
 def write_html_report(
     exp_dir: Path,
     task: str,
@@ -192,6 +235,7 @@ def write_html_report(
         reliability=_png(exp_dir / RELIABILITY),
         per_class=_per_class(class_rows),
         errors=errors,
+        audit=audit_section(exp_dir),
         notes=list(notes),
         environment=environment or {},
     )

@@ -16,3 +16,5 @@ RELIABILITY = "reliability.png"  # the reliability diagram, before and after cal
 STAGES = "stages.json"  # which stages finished, for --resume
 CURVES = "curves.png"
 EXPORT = "export.json"  # what export.py wrote and how to feed it
+LABEL_AUDIT = "label_audit.csv"  # python -m mlic.audit: the labels the model disagrees with, worst first
+AUDIT = "audit"  # the audit's fold models and their out-of-sample probabilities, a folder and a CSV per fold

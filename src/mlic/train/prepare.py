@@ -108,13 +108,16 @@ class Checked:
     prior_loss: float
 
 
-def check_inputs(config: Config, resume: bool = False) -> Checked:
-    """Read and check the data, build the model (weights, checkpoint, prior head) and every stage's
-    freezing, and decode every image once: each bad input stops here, before anything is written."""
+def check_inputs(
+    config: Config, resume: bool = False, tables: dict[str, LabelTable] | None = None
+) -> Checked:
+    """Read and check the data (or take `tables`, read already: the label audit's folds), build the model
+    (weights, checkpoint, prior head) and every stage's freezing, and decode every image once: each bad
+    input stops here, before anything is written."""
     check_trainer(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     config = resolved(config)
-    tables = read_splits(config.data, config.seed, config.task)
+    tables = tables or read_splits(config.data, config.seed, config.task)
     classes = tables["train"].classes
     model = create_model(config.model, len(classes), config.task)
     head_loaded = False

@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from mlic.config.schema import Config, Stage
 from mlic.data.loaders import build_loaders
+from mlic.data.tables import LabelTable
 from mlic.engine.lr_curve import RangeTest
 from mlic.engine.runtime import (
     expected_warnings_silenced,
@@ -204,11 +205,12 @@ def _final(
     return TrainingRun(exp_dir, results, dict(meta.get("metrics", {})), tuned, range_tests)
 
 
-def run(config: Config, resume: bool = False) -> TrainingRun:
+def run(config: Config, resume: bool = False, tables: dict[str, LabelTable] | None = None) -> TrainingRun:
     """Train every stage of `config` and write the experiment folder; return what was measured.
 
     With `resume` an interrupted run continues in its own folder: finished stages are skipped and an
-    unfinished one continues from its last checkpoint (weights, optimizer, scheduler, epoch). A config
+    unfinished one continues from its last checkpoint (weights, optimizer, scheduler, epoch). `tables`
+    (split -> LabelTable) replace the splits the config's data names (the label audit's folds). A config
     with `lr_finder` set trains nothing: `run_lr_find` runs it (as `train.py` does).
     """
     if config.lr_finder is not None:
@@ -216,7 +218,7 @@ def run(config: Config, resume: bool = False) -> TrainingRun:
             "a range-test config (lr_finder=...) trains nothing: run it with run_lr_find(config), or "
             "train.py, which does"
         )
-    checked = check_inputs(config, resume)  # a bad input stops here: no lock file, no folder
+    checked = check_inputs(config, resume, tables)  # a bad input stops here: no lock file, no folder
     with experiment_lock(config.experiment_dir):  # one writer: a second run of it stops here
         return _train(config, resume, checked)
 
