@@ -13,7 +13,8 @@ import pytest
 from conftest import make_dataset, seg_config
 
 from mlic.data.stratify import stratified_folds
-from mlic.train.audit import main, run_audit
+from mlic.data.tables import LabelTable
+from mlic.train.audit import main, run_audit, warn_if_memorised
 from mlic.utils.errors import ConfigError
 
 
@@ -151,3 +152,37 @@ def test_bad_audit_input_is_one_sentence(noisy, tmp_path, monkeypatch, capsys):
         main(["experiments/noisy", "--epochs", "0"])
     assert "--epochs must be at least 1" in capsys.readouterr().err
     assert json.loads((noisy / "experiments/noisy/classes.json").read_text()) == ["Action", "Comedy", "Drama"]
+
+
+def test_folds_0_audits_with_the_experiment_s_own_model_and_trains_nothing(noisy, monkeypatch, capsys):
+    monkeypatch.chdir(noisy)
+    monkeypatch.setenv("ROOT_PATH", str(noisy / "data"))
+    exp_dir = Path("experiments/noisy")
+    before = sorted(p.name for p in (exp_dir / "audit").glob("*")) if (exp_dir / "audit").exists() else []
+    assert main([str(exp_dir), "--folds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "probabilities from the experiment's model, which trained on them" in out
+    after = sorted(p.name for p in (exp_dir / "audit").glob("*")) if (exp_dir / "audit").exists() else []
+    assert after == before  # no fold model
+    audit = pd.read_csv(exp_dir / "label_audit.csv", dtype={"id": str})
+    train = pd.read_csv("data/train_df.csv")
+    top = audit[(audit["split"] == "train") & (audit["rank"] <= len(FLIPS))]
+    assert set(zip(top["id"], top["class"])) == {(train.Id[row], cls) for row, cls in FLIPS}
+
+
+def test_a_model_that_fitted_its_train_labels_is_named_with_folds_0(caplog):
+    rng = np.random.default_rng(0)
+    targets = (rng.random((50, 3)) < 0.3).astype(float)
+    tables = {
+        s: LabelTable(Path(s), np.arange(50), np.array(["x"] * 50), targets, ["a", "b", "c"])
+        for s in ("train", "valid")
+    }
+    fitted = np.where(targets == 1, 0.999, 0.001)  # the train labels learned, every one
+    unsure = np.where(targets == 1, 0.7, 0.2)
+    with caplog.at_level("WARNING", logger="mlic"):
+        warn_if_memorised({"train": fitted, "valid": unsure}, tables, multi_label=True)
+    assert "it has fitted its train labels, wrong ones too" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mlic"):
+        warn_if_memorised({"train": unsure * 0.9 + 0.05, "valid": unsure}, tables, multi_label=True)
+    assert caplog.text == ""

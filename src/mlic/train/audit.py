@@ -221,6 +221,8 @@ def run_audit(
                     probs["train"][held] = fold_probabilities(config, exp_dir, i, tables, held, epochs)
         if "valid" in splits:
             probs["valid"] = predict_table(best, tables["valid"], config)
+        if folds == 0 and "valid" in probs:
+            warn_if_memorised(probs, tables, multi_label)
         issues = {s: find_issues(tables[s].targets, p, multi_label) for s, p in probs.items()}
         rows = [row for s in probs for row in audit_rows(s, tables[s], probs[s], issues[s])]
         table = pd.DataFrame(rows, columns=COLUMNS[1:])
@@ -237,6 +239,32 @@ def run_audit(
 
 def _split_order(column: pd.Series) -> pd.Series:
     return column.map({"train": 0, "valid": 1}) if column.name == "split" else column
+
+
+MEMORISED = 0.05  # in-sample loss below this share of valid's: the model has fitted its train labels
+
+
+def mean_loss(targets: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
+    """Mean BCE per label (multi-label), or mean cross-entropy of the given class (single-label)."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    if multi_label:
+        return float(-(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean())
+    return float(-np.log((p * targets).sum(1)).mean())
+
+
+def warn_if_memorised(probs: dict[str, np.ndarray], tables: dict[str, LabelTable], multi_label: bool) -> None:
+    """With --folds 0, say when the model fits its train rows so much better than valid that it has
+    likely learned their wrong labels too (then it disagrees with few of them)."""
+    train = mean_loss(tables["train"].targets, probs["train"], multi_label)
+    valid = mean_loss(tables["valid"].targets, probs["valid"], multi_label)
+    if train < MEMORISED * valid:
+        log.warning(
+            "--folds 0: the model's loss on its own train rows is %.4f against %.4f on valid: it has "
+            "fitted its train labels, wrong ones too, and finds few of them this way; the default "
+            "--folds 3 does not depend on it (docs/audit.md)",
+            train,
+            valid,
+        )
 
 
 def summary_lines(table: pd.DataFrame, sizes: dict[str, int], folds: int, epochs: int | None) -> list[str]:
@@ -316,9 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in summary_lines(table, sizes, args.folds, args.epochs):
             print(line)
         if len(table):
-            listing = table.head(args.top).drop(columns=["row_score", "image"]).to_string(index=False)
-            for line in listing.splitlines():
-                print(printable(line))
+            shown = table.head(args.top).drop(columns=["row_score", "image"])
+            for column in ("id", "class"):  # a newline in a user's name stays one line of the table
+                shown[column] = shown[column].map(printable)
+            print(shown.to_string(index=False))
         print(f"wrote {audit.path}")
         return 0
 
