@@ -227,3 +227,36 @@ def test_the_segmentation_page_shows_each_worst_image_with_its_true_and_predicte
         p.get_attribute("alt").split(" ")[0] for p in predicted
     ]
     assert all(page.execute_script("return arguments[0].naturalWidth", img) > 0 for img in true + predicted)
+
+
+@needs_browser
+def test_the_label_audit_shows_each_suspect_label_as_the_image_it_names_and_follows_the_class_filter(
+    reports, browser, tmp_path, monkeypatch
+):
+    """`python -m mlic.audit` on a trained experiment: its section in the page, a thumbnail per row that
+    is the image of that id, and the class filter applies to it."""
+    from selenium.webdriver.common.by import By
+
+    from mlic.train.audit import main
+
+    folder = tmp_path / "copy"  # the audit rewrites the page: the other tests keep theirs
+    shutil.copytree(reports["multi_label"].parents[1], folder)
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("ROOT_PATH", str(folder / "data"))
+    assert main(["experiments/html_tiny", "--folds", "0"]) == 0
+    exp_dir = folder / "experiments" / "html_tiny"
+    page = _open(browser, exp_dir)
+    assert [e for e in page.get_log("browser") if e["level"] == "SEVERE"] == []
+    section = page.find_element(By.ID, "label-audit")
+    assert section.is_displayed()
+    figures = page.find_elements(By.CSS_SELECTOR, "section.audit figure")
+    assert figures
+    images = {p.stem: p for p in (folder / "data" / "Images").glob("*.jpg")}
+    for figure in figures:
+        shown = _decoded(figure.find_element(By.TAG_NAME, "img").get_attribute("src"))
+        distances = {i: np.abs(shown - _resized(p, shown.shape[:2])).mean() for i, p in images.items()}
+        assert min(distances, key=distances.get) == figure.get_attribute("data-id")
+    wanted = figures[0].get_attribute("data-class")
+    page.find_element(By.ID, "class-filter").send_keys(wanted)
+    shown_classes = {f.get_attribute("data-class") for f in figures if f.is_displayed()}
+    assert shown_classes == {wanted}

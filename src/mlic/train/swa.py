@@ -327,7 +327,11 @@ def _average(
     best, tables = trained.model_file, trained.tables
     stage = stage or config.swa_stage()
     paths, how = _choose(config, checkpoints, selection or config.swa.selection, k or config.swa.k, stage)
-    log.info("averaging %d checkpoints: %s", len(paths), ", ".join(p.name for p in paths))
+    log.info(
+        "averaging %d checkpoints: %s (epochNN counts from 0: epoch05 is metrics.csv's epoch 6)",
+        len(paths),
+        ", ".join(p.name for p in paths),
+    )
     model = create_model(
         replace(config.model, pretrained=False, checkpoint=None), len(best.classes), config.task
     )
