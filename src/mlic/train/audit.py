@@ -231,7 +231,7 @@ def run_audit(
         table.insert(0, "rank", first.groupby(table["split"]).cumsum())  # 1 for a split's likeliest wrong row
         path = exp_dir / LABEL_AUDIT
         io.write_with(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
-        write_audit_section(exp_dir, config, table, issues, {s: len(tables[s]) for s in probs}, folds, epochs)
+        write_audit_section(exp_dir, config, table, {s: len(tables[s]) for s in probs}, folds, epochs)
         if (exp_dir / REPORT_HTML).is_file():
             refresh(exp_dir, config)
     return Audit(table, issues, path)
@@ -288,7 +288,6 @@ def write_audit_section(
     exp_dir: Path,
     config: Config,
     table: pd.DataFrame,
-    issues: dict[str, Issues],
     sizes: dict[str, int],
     folds: int,
     epochs: int | None,
