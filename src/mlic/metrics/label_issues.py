@@ -4,9 +4,9 @@
 `find_issues` returns, for every row, cleanlab's label-quality score (lower: more likely mislabelled),
 the per-class scores, which (row, class) labels confident learning flags as wrong, and which the model
 merely disagrees with (confident learning is stricter: it flags a label only where the model is more
-sure of the other answer than it usually is of that class). The probabilities
-must come from models that did not train on the rows (`mlic.train.audit` makes them by k-fold);
-in-sample probabilities have memorised the labels and flag little.
+sure of the other answer than it usually is of that class). The probabilities should come from
+models that did not train on the rows (`mlic.train.audit`'s k-fold), or from one that has not fitted
+its train labels: a model that has learned the wrong labels agrees with them (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def find_issues(targets: np.ndarray, probs: np.ndarray, multi_label: bool = True
     probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, 1 - 1e-6)
     if len(targets) < 2:
         raise DataError(f"the label audit needs at least 2 rows, got {len(targets)}")
-    with warnings.catch_warnings():  # cleanlab warns about classes with few examples; the report says it
+    with warnings.catch_warnings():  # cleanlab warns about classes with few examples, once per class
         warnings.simplefilter("ignore")
         return _multi_label(targets, probs) if multi_label else _single_label(targets, probs)
 

@@ -5,7 +5,9 @@ see the rows. For valid that is the experiment's own model. For train the audit 
 (k-fold, stratified on the labels), each on the other folds with the experiment's config, its valid
 split choosing the best epoch, and predicts the fold it left out. Each finished fold is kept
 (`audit/fold-<i>.csv`), an interrupted one resumes from its last epoch, so running the audit again
-trains only what is missing. `--epochs` shortens every stage of the fold runs.
+trains only what is missing. `--epochs` shortens every stage of the fold runs. `--folds 0` uses the
+experiment's own model for train too: free, and measured better after a short training, worse after
+one long enough to fit the wrong labels (it warns then; docs/audit.md).
 
 It writes `label_audit.csv` (one row per suspicious label, the likeliest wrong first), a section of
 `report.md`, and, when the experiment has a `report.html`, its label-audit section with thumbnails.
