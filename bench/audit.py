@@ -43,7 +43,7 @@ import suite  # noqa: E402
 from mlic import Stage  # noqa: E402
 from mlic.data.tables import read_splits  # noqa: E402
 from mlic.experiment.files import MODEL_BEST  # noqa: E402
-from mlic.train.audit import predict_table, run_audit  # noqa: E402
+from mlic.train.audit import mean_loss, predict_table, run_audit  # noqa: E402
 from mlic.train.stages import run  # noqa: E402
 
 OUT = Path("experiments/bench_audit")
@@ -134,6 +134,9 @@ def one(dataset: str, seed: int, epochs: int, folds: int) -> dict:
     loss = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).sum(1)
     out["loss_at_k"] = at_k([ids[i] for i in np.argsort(-loss, kind="stable")], truth, k)
     out["rankings"] = rankings(exp_dir, folds, ids, targets, own, truth, k)
+    valid = read_splits(config.data, config.seed)["valid"]
+    out["loss_train_own"] = mean_loss(targets, own, True)  # what --folds 0's warning compares
+    out["loss_valid"] = mean_loss(valid.targets, predict_table(exp_dir / MODEL_BEST, valid, config), True)
     out["train_s"] = round(train_s)
     return out
 
@@ -174,7 +177,7 @@ def main() -> None:
     for dataset in args.datasets:
         for seed in args.seeds:
             key = f"{dataset}/{seed}/{args.epochs}/{args.folds}"
-            if "rankings" not in results.get(key, {}):  # (a result of an earlier version of this script)
+            if "loss_valid" not in results.get(key, {}):  # (a result of an earlier version of this script)
                 results[key] = one(dataset, seed, args.epochs, args.folds)
                 store.write_text(json.dumps(results, indent=1))
             print(json.dumps(results[key]), flush=True)
@@ -194,6 +197,11 @@ def main() -> None:
             f"| {kf['flagged']} ({kf['flagged_precision']:.2f} / {kf['flagged_recall']:.2f}); "
             f"{own['flagged']} ({own['flagged_precision']:.2f} / {own['flagged_recall']:.2f}) "
             f"| {kf['class_named']:.2f}; {own['class_named']:.2f} | {r['train_s']} / {r['kfold_s']} / {r['own_s']} |"
+        )
+    for r in rows:
+        print(
+            f"{r['dataset']} seed {r['seed']}, {r['epochs']} epochs: the model's mean BCE per label "
+            f"{r['loss_train_own']:.4f} on its train rows, {r['loss_valid']:.4f} on valid"
         )
     print()
     print("| data set | seeds | epochs | " + " | ".join(RANKINGS.values()) + " |")
